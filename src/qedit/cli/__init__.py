@@ -1,0 +1,56 @@
+"""The ``qedit`` command: one sub-command per module, errors as one line and exit code 2.
+
+Each sub-command module exposes ``register(subparsers)`` which adds its parser and sets
+``func`` (``args -> int``). Imports of heavy modules (torch, the engine) happen inside ``func`` so
+that ``qedit --help`` and argument errors answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from qedit import __version__
+from qedit.errors import QeditError
+
+COMMANDS = ("edit", "batch", "session", "models", "tiny_model", "serve", "worker", "keys")
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line, exit 2 (argparse's own behaviour prints the whole usage first)."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qedit", description="Edit images by instruction with Qwen-Image-Edit.")
+    parser.add_argument("--version", action="version", version=f"qedit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"qedit.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"qedit.cli.{name}":
+                continue  # sub-command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except QeditError as e:
+        print(f"qedit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"qedit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The editing engine: model specs, loading, and the staged pipeline (imports torch)."""

@@ -1,0 +1,93 @@
+"""The engine's public request/result types and the small typed states passed between stages.
+
+``EditRequest`` is what callers hand to ``Engine.edit``: validated ``EditParams`` plus decoded
+pixels. Stages pass their own small frozen states (``Prepared``, ``Conditioning``, ...) so each
+stage can be read, tested and replaced alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from qedit.params import EditParams
+
+StepCallback = Callable[[int, int, float], None]
+"""Called after each denoising step with (step, total, elapsed seconds since denoising began)."""
+
+
+class CancelToken:
+    """Set from any thread; the engine checks it between steps and raises ``EditCancelled``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit: parameters plus decoded RGB inputs (1-3 images; an optional mask, mode "L")."""
+
+    params: EditParams
+    images: tuple[Image.Image, ...]
+    mask: Image.Image | None = None
+    parent: str | None = None  # what the first image came from (a file's chain id, a task id)
+
+
+@dataclass(frozen=True)
+class EditedImage:
+    image: Image.Image
+    seed: int
+    metadata: dict[str, str]  # embedded into the written file (see qedit.imageio)
+
+
+@dataclass(frozen=True)
+class EditResult:
+    outputs: tuple[EditedImage, ...]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [o.image for o in self.outputs]
+
+
+class Stopwatch:
+    """Collects per-stage timings for ``EditResult.timings``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._t
+        self._t = now
+
+
+class EditEngine(Protocol):
+    """What the worker, the CLI and the tests call: the real ``Engine`` or an instant stand-in."""
+
+    model_id: str
+
+    @property
+    def max_images(self) -> int: ...
+
+    def edit(
+        self,
+        request: EditRequest,
+        *,
+        on_step: StepCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> EditResult: ...

@@ -26,7 +26,7 @@ _COLOUR_RE = re.compile(r"^(#[0-9a-fA-F]{6}|[a-zA-Z]+)$")
 
 
 class Box(BaseModel):
-    """A region drawn on the model's input (pixels of the first image, x1/y1 exclusive)."""
+    """A region drawn on the model's input (pixels of the edited, i.e. last, image; x1/y1 exclusive)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,6 +84,9 @@ class EditParams(BaseModel):
         default=None, description="output (width, height); default: the input's exact size"
     )
     num_images: int = Field(default=1, ge=NUM_MIN, le=NUM_MAX)
+    fit: Literal["exact", "reference"] = Field(
+        default="exact", description="exact: no shift or zoom (pad, then undo); reference: diffusers' stretch"
+    )
     # appearance editing (issue 3): masks, preservation, region boxes
     mask_grow: int = Field(default=0, ge=-256, le=256, description="px to grow (+) or shrink (-) the mask")
     mask_feather: int = Field(default=4, ge=0, le=128, description="px of soft band at the mask's edge")

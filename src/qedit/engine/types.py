@@ -42,7 +42,8 @@ class EditRequest:
     params: EditParams
     images: tuple[Image.Image, ...]
     mask: Image.Image | None = None
-    parent: str | None = None  # what the first image came from (a file's chain id, a task id)
+    parent: str | None = None  # the task or file the last image came from, recorded in the metadata
+    history: tuple[dict, ...] = ()  # earlier edits of the last image (its metadata's chain), oldest first
 
 
 @dataclass(frozen=True)

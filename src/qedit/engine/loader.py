@@ -1,0 +1,221 @@
+"""Model reference -> loaded components on a device, with errors that name the broken file.
+
+A reference is a spec name (``tiny``, ``qwen-image-edit-2509``), a local diffusers-layout snapshot
+directory, or a Hugging Face hub id. The variant is detected from the snapshot's
+``model_index.json`` (``_class_name``, and the transformer's ``zero_cond_t`` for 2511), so a
+directory of real weights needs no further flag. Weights load directly in the target dtype: loading
+the 20B transformer in fp32 and casting afterwards exhausts host memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qedit.engine.specs import EDIT_CLASS, PLUS_CLASS, SPECS, ModelSpec, get_spec
+from qedit.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# folder -> files that must exist (any one of each tuple), checked before any weight is read
+REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "transformer": (
+        ("config.json",),
+        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    ),
+    "vae": (
+        ("config.json",),
+        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    ),
+    "text_encoder": (("config.json",), ("model.safetensors", "model.safetensors.index.json")),
+    "tokenizer": (("tokenizer.json", "vocab.json"),),
+    "processor": (("preprocessor_config.json", "processor_config.json"),),
+    "scheduler": (("scheduler_config.json",),),
+}
+
+
+@dataclass
+class Components:
+    """Everything an edit needs, on one device in one dtype."""
+
+    spec: ModelSpec
+    model_id: str
+    path: Path
+    transformer: Any  # diffusers.QwenImageTransformer2DModel
+    vae: Any  # diffusers.AutoencoderKLQwenImage
+    text_encoder: Any  # transformers.Qwen2_5_VLForConditionalGeneration
+    processor: Any  # transformers.Qwen2VLProcessor (its tokenizer counts prompt tokens)
+    scheduler_config: dict[str, Any]  # a fresh scheduler is built per edit: schedulers hold state
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+
+def pick_device(device: str | None = None) -> str:
+    """cuda > mps > cpu unless told otherwise."""
+    import torch
+
+    if device and device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None):  # -> torch.dtype
+    """bf16 on accelerators (the checkpoints' dtype), fp32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}  # fmt: skip
+    if dtype and dtype != "auto":
+        if dtype not in names:
+            raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(names)}", field="dtype")
+        return names[dtype]
+    return torch.float32 if device.startswith("cpu") else torch.bfloat16
+
+
+def resolve(model: str) -> tuple[Path, str]:
+    """``model`` -> (snapshot directory, model id shown to users)."""
+    if model in SPECS and SPECS[model].tiny:
+        from qedit.engine.tiny import ensure_tiny
+
+        return ensure_tiny(model), model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path, model
+    hub_id = SPECS[model].hub_id if model in SPECS else model
+    if hub_id and "/" in hub_id and not path.is_absolute() and not model.startswith("."):
+        return _download(hub_id), hub_id
+    raise ModelLoadError(
+        f"no such model directory: {model} (give a snapshot dir, a hub id, or one of: {', '.join(SPECS)})"
+    )
+
+
+def _download(hub_id: str) -> Path:
+    """A hub snapshot through huggingface_hub's cache (needs a network, or HF_HUB_OFFLINE=1 and a cache)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
+    except Exception as e:  # network down, unknown repo, no auth: all one message for the user
+        raise ModelLoadError(f"cannot fetch {hub_id} from the hub ({type(e).__name__}: {e})") from None
+
+
+def detect_spec(path: Path) -> ModelSpec:
+    """Which member of the family a snapshot is, from its own files."""
+    index = _read_json(path / "model_index.json")
+    if isinstance(index.get("_qedit_spec"), str):
+        return get_spec(index["_qedit_spec"])
+    cls = index.get("_class_name")
+    if cls == EDIT_CLASS:
+        return get_spec("qwen-image-edit")
+    if cls == PLUS_CLASS:
+        transformer = _read_json(path / "transformer" / "config.json")
+        return get_spec("qwen-image-edit-2511" if transformer.get("zero_cond_t") else "qwen-image-edit-2509")
+    raise ModelLoadError(
+        f"{path / 'model_index.json'}: _class_name {cls!r} is not a Qwen-Image-Edit pipeline "
+        f"({EDIT_CLASS} or {PLUS_CLASS})"
+    )
+
+
+def check_snapshot(path: Path) -> None:
+    """Fail early, naming the file, rather than deep inside from_pretrained."""
+    _read_json(path / "model_index.json")
+    for folder, groups in REQUIRED_FILES.items():
+        for names in groups:
+            found = [path / folder / n for n in names if (path / folder / n).is_file()]
+            if not found:
+                raise ModelLoadError(f"missing file {path / folder / names[0]}")
+            for f in found:
+                if f.suffix == ".json":
+                    _read_json(f)
+        for weights in sorted((path / folder).glob("*.safetensors")):
+            _check_safetensors(weights)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"missing file {file}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"corrupt file {file}: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"corrupt file {file}: expected a JSON object")
+    return data
+
+
+def _check_safetensors(file: Path) -> None:
+    """Reads only the header; a truncated or foreign file fails here with its name."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except Exception as e:
+        raise ModelLoadError(f"corrupt weights file {file}: {e}") from None
+
+
+def quiet_libraries() -> None:
+    """diffusers/transformers print progress bars and deprecation chatter on every load; qedit
+    reports its own progress, so theirs is switched off (called at load time, not at import)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+def load(model: str, device: str | None = None, dtype: str | None = None, spec: str | None = None) -> Components:
+    """Resolve, check and load a model; ``spec`` overrides the detected variant."""
+    import torch
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    quiet_libraries()
+    path, model_id = resolve(model)
+    check_snapshot(path)
+    model_spec = get_spec(spec) if spec else detect_spec(path)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    scheduler_config = _read_json(path / "scheduler" / "scheduler_config.json")
+    log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)
+    try:
+        transformer = QwenImageTransformer2DModel.from_pretrained(path / "transformer", dtype=torch_dtype)
+        vae = AutoencoderKLQwenImage.from_pretrained(path / "vae", dtype=torch_dtype)
+        text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(path / "text_encoder", dtype=torch_dtype)
+        processor = Qwen2VLProcessor.from_pretrained(path / "processor")
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
+    if model_spec.zero_cond_t != bool(transformer.config.get("zero_cond_t", False)):
+        log.warning("spec %s expects zero_cond_t=%s; the transformer config says otherwise", model_spec.name,
+                    model_spec.zero_cond_t)  # fmt: skip
+    for module in (transformer, vae, text_encoder):
+        module.to(dev).eval().requires_grad_(False)
+    return Components(
+        spec=model_spec,
+        model_id=model_id,
+        path=path,
+        transformer=transformer,
+        vae=vae,
+        text_encoder=text_encoder,
+        processor=processor,
+        scheduler_config=scheduler_config,
+        device=torch.device(dev),
+        dtype=torch_dtype,
+    )
+
+
+def default_model() -> str:
+    """$QEDIT_MODEL, else the tiny preset (so a fresh install runs without downloading 58 GB)."""
+    return os.environ.get("QEDIT_MODEL", "tiny")

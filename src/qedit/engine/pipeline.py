@@ -1,0 +1,218 @@
+"""``Engine.edit``: the stages in order.
+
+    1. resolve     parameters -> defaults from the model spec, seeds, limits checked
+    2. inputs      boxes drawn on the model's input; the edit mask (user mask or boxes)
+    3. prepare     sizes and tensors (preprocess)
+    4. encode      instruction + images through Qwen2.5-VL; references through the VAE (once per call)
+    5. denoise     per output: noise from its seed, schedule, the loop (CFG, mask, callbacks, cancel)
+    6. decode      VAE decode at the working size
+    7. finish      exact geometry back, untouched pixels restored, output size, metadata
+
+Each stage is a module with typed inputs and outputs; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from qedit.engine import loader, masks
+from qedit.engine.decode import decode
+from qedit.engine.denoise import DenoiseInputs, LatentMask, denoise
+from qedit.engine.encode import Conditioning, check_prompt_length, encode_conditioning, encode_reference
+from qedit.engine.latents import make_scheduler, noise, pack, timesteps
+from qedit.engine.loader import Components
+from qedit.engine.postprocess import finish, metadata
+from qedit.engine.preprocess import Prepared, prepare
+from qedit.engine.specs import ModelSpec
+from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback, Stopwatch
+from qedit.errors import InvalidInput
+from qedit.params import SEED_MAX, EditParams
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """Stage 1's output: every default filled in."""
+
+    params: EditParams
+    steps: int
+    cfg: float
+    seeds: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """Stage 4's image half: packed latents per reference, and the RoPE shapes."""
+
+    packed: tuple[torch.Tensor, ...]  # (1, M_i, 64) each
+
+    @property
+    def joined(self) -> torch.Tensor:
+        return torch.cat(self.packed, dim=1)
+
+
+class Engine:
+    """A loaded model that edits. Thread-compatible: one edit at a time per instance."""
+
+    def __init__(self, components: Components) -> None:
+        self.components = components
+
+    @classmethod
+    def load(
+        cls, model: str | None = None, device: str | None = None, dtype: str | None = None, spec: str | None = None
+    ) -> Engine:
+        return cls(loader.load(model or loader.default_model(), device=device, dtype=dtype, spec=spec))
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.components.spec
+
+    @spec.setter
+    def spec(self, value: ModelSpec) -> None:
+        """Tests set the reference's areas on the tiny model to compare with diffusers at its sizes."""
+        self.components.spec = value
+
+    @property
+    def model_id(self) -> str:
+        return self.components.model_id
+
+    @property
+    def max_images(self) -> int:
+        return self.spec.max_images
+
+    # -- the stages -------------------------------------------------------------------------
+
+    def resolve(self, params: EditParams) -> Resolved:
+        check_prompt_length(self.components, params.prompt)
+        check_prompt_length(self.components, params.negative_prompt, field="negative_prompt")
+        base = params.seed if params.seed >= 0 else secrets.randbelow(SEED_MAX + 1)
+        seeds = tuple((base + i) % (SEED_MAX + 1) for i in range(params.num_images))
+        return Resolved(
+            params=params,
+            steps=params.num_inference_steps or self.spec.default_steps,
+            cfg=params.true_cfg_scale if params.true_cfg_scale is not None else self.spec.default_cfg,
+            seeds=seeds,
+        )
+
+    def model_inputs(self, request: EditRequest) -> tuple[tuple[Image.Image, ...], masks.EditMask | None]:
+        """The images the model sees (boxes drawn on the last) and the edit mask at its size."""
+        params, images = request.params, request.images
+        if not images:
+            raise InvalidInput("at least one image is needed", field="images")
+        last = images[-1]
+        if params.boxes:
+            masks.validate_boxes(params.boxes, last.size)
+            images = (*images[:-1], masks.draw_boxes(last, params.boxes))
+        mask_image = request.mask
+        if params.box_mask:
+            mask_image = masks.boxes_mask(last.size, params.boxes)
+        if mask_image is None:
+            return images, None
+        return images, masks.prepare_edit_mask(mask_image, last.size, params.mask_grow, params.mask_feather)
+
+    def prepare(self, request: EditRequest, images: tuple[Image.Image, ...],
+                working: tuple[int, int] | None = None) -> Prepared:  # fmt: skip
+        return prepare(self.spec, images, request.params.size, request.params.fit, working)
+
+    def encode(self, prompt: str, negative: str, prepared: Prepared, cfg: float) -> Conditioning:
+        return encode_conditioning(self.components, prompt, negative, prepared.condition_images, cfg)
+
+    def encode_references(self, prepared: Prepared) -> References:
+        return References(tuple(pack(encode_reference(self.components, t)) for t in prepared.vae_images))
+
+    def latent_mask(self, edit_mask: masks.EditMask, prepared: Prepared, references: References) -> LatentMask:
+        """The region that may change (mask grown and feathered), binarised at the latent grid."""
+        c = self.components
+        width, height = prepared.working
+        region = Image.fromarray(((edit_mask.soft > 0) * 255).astype(np.uint8), mode="L")
+        region = prepared.geometry.to_working(region)
+        m = torch.from_numpy((np.asarray(region) >= 128).astype(np.float32)).view(1, 1, height, width)
+        m = F.interpolate(m, size=(2 * (height // 16), 2 * (width // 16)))  # nearest, as the reference
+        m = pack(m.unsqueeze(2).repeat(1, 16, 1, 1, 1)).to(c.device, c.dtype)
+        image_latents = references.packed[-1]
+        if image_latents.shape != m.shape:
+            raise InvalidInput("a mask needs the output's working size to follow the edited image", field="mask")
+        return LatentMask(mask=m, image_latents=image_latents)
+
+    def denoise_one(
+        self,
+        seed: int,
+        resolved: Resolved,
+        prepared: Prepared,
+        conditioning: Conditioning,
+        references: References,
+        latent_mask: LatentMask | None,
+        on_step: StepCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> torch.Tensor:
+        c = self.components
+        scheduler = make_scheduler(c.scheduler_config, resolved.steps)
+        start_noise = noise(seed, prepared.working, c.device, conditioning.positive.embeds.dtype)
+        ts = timesteps(scheduler, resolved.steps, start_noise.shape[1], c.device)
+        latents = start_noise
+        strength = resolved.params.strength
+        if strength < 1.0:
+            t_start = int(max(resolved.steps - min(resolved.steps * strength, resolved.steps), 0))
+            if t_start >= resolved.steps:
+                raise InvalidInput(f"{strength} leaves no denoising step with {resolved.steps} steps", field="strength")
+            ts = ts[t_start:]
+            kept = latent_mask.image_latents if latent_mask is not None else references.packed[-1]
+            if kept.shape != start_noise.shape:
+                raise InvalidInput("strength < 1 needs the output size to follow the edited image", field="strength")
+            latents = scheduler.scale_noise(kept, ts[:1], start_noise)
+        scheduler.set_begin_index(len(scheduler.timesteps) - len(ts))
+        width, height = prepared.working
+        img_shapes = [(1, height // 16, width // 16), *prepared.reference_shapes]
+        inputs = DenoiseInputs(
+            latents=latents,
+            noise=start_noise,
+            references=references.joined,
+            img_shapes=img_shapes,
+            timesteps=ts,
+            cfg=resolved.cfg,
+            mask=latent_mask,
+        )
+        return denoise(c.transformer, scheduler, inputs, conditioning, on_step, cancel)
+
+    # -- the whole edit ---------------------------------------------------------------------
+
+    def edit(
+        self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
+    ) -> EditResult:
+        watch = Stopwatch()
+        resolved = self.resolve(request.params)  # 1
+        images, edit_mask = self.model_inputs(request)  # 2
+        prepared = self.prepare(request, images)  # 3
+        watch.lap("preprocess")
+        conditioning = self.encode(  # 4
+            request.params.prompt, request.params.negative_prompt, prepared, resolved.cfg
+        )
+        references = self.encode_references(prepared)
+        latent_mask = self.latent_mask(edit_mask, prepared, references) if edit_mask is not None else None
+        watch.lap("encode")
+        outputs = []
+        n = len(resolved.seeds)
+        for k, seed in enumerate(resolved.seeds):
+            step_cb = None
+            if on_step is not None:
+
+                def step_cb(step: int, total: int, elapsed: float, k: int = k) -> None:
+                    on_step(k * total + step, n * total, elapsed)
+
+            latents = self.denoise_one(seed, resolved, prepared, conditioning, references, latent_mask,
+                                       step_cb, cancel)  # 5  # fmt: skip
+            watch.lap("denoise")
+            working_image = decode(self.components.vae, latents, prepared.working)  # 6
+            watch.lap("decode")
+            image = finish(working_image, prepared.geometry, request.images[-1], prepared.out_size,  # 7
+                           request.params, edit_mask)  # fmt: skip
+            meta = metadata(request.params, seed=seed, steps=resolved.steps, cfg=resolved.cfg, size=image.size,
+                            model=self.model_id, history=request.history, parent=request.parent)  # fmt: skip
+            outputs.append(EditedImage(image=image, seed=seed, metadata=meta))
+            watch.lap("postprocess")
+        return EditResult(outputs=tuple(outputs), model=self.model_id, timings=watch.timings)

@@ -1,0 +1,96 @@
+"""The appearance-editing flags (mask, grow, feather, strength, preserve, boxes), defined once.
+
+``qedit edit`` and ``qedit session edit`` both call ``add_appearance_arguments`` and
+``appearance_from_args``, so the two commands cannot drift apart. Flags left unset are not passed
+on, so ``EditParams`` keeps the only copy of the defaults and of the range checks (its errors name
+the field: ``strength``, ``mask_grow``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from qedit.errors import InvalidInput
+from qedit.params import Box
+
+
+def add_appearance_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "appearance editing",
+        "confine the edit so everything else stays the input's pixels (see docs/appearance-editing.md)",
+    )
+    g.add_argument("--mask", type=Path, metavar="FILE",
+                   help="mask image: white = may change, black = keep (any size; grey is cut at 50%%; "
+                        "a PNG with transparency is read from its alpha: transparent = may change)")  # fmt: skip
+    g.add_argument("--mask-grow", type=int, metavar="PX", help="grow (+) or shrink (-) the mask by PX (default 0)")
+    g.add_argument("--mask-feather", type=int, metavar="PX",
+                   help="soft blend band outside the mask, in px (default 4); beyond it every pixel "
+                        "is the input's")  # fmt: skip
+    g.add_argument("--strength", type=float, metavar="S",
+                   help="0-1: how far the masked area may move from the input "
+                        "(default 1.0 = repaint fully)")  # fmt: skip
+    g.add_argument("--preserve", choices=("auto", "off"),
+                   help="auto: restore every pixel the edit did not really change (for local edits "
+                        "without a mask; leave off for style or viewpoint edits); default off")  # fmt: skip
+    g.add_argument("--preserve-threshold", type=float, metavar="DE",
+                   help="CIELAB ΔE counted as a real change by --preserve auto (default 6)")  # fmt: skip
+    g.add_argument("--box", action="append", metavar="X0,Y0,X1,Y1[:COLOUR]",
+                   help="outline a region on the model's input (repeatable; pixels of the edited image, "
+                        "x1/y1 exclusive; colour a name or #rrggbb, default red)")  # fmt: skip
+    g.add_argument("--box-mask", action="store_true",
+                   help="also use the boxes as the edit mask: outside them the output is the input")  # fmt: skip
+
+
+def parse_boxes(texts: list[str] | None) -> tuple[Box, ...]:
+    """Each ``--box`` as a ``Box``; an error names its position (``boxes[1]``)."""
+    boxes = []
+    for i, text in enumerate(texts or ()):
+        try:
+            boxes.append(Box.parse(text))
+        except InvalidInput as e:
+            field = f"boxes[{i}]" + (e.field.removeprefix("box") if e.field else "")
+            raise InvalidInput(e.message, field=field) from None
+    return tuple(boxes)
+
+
+def appearance_from_args(
+    args: argparse.Namespace, size: tuple[int, int] | None = None
+) -> tuple[Image.Image | None, dict[str, Any]]:
+    """The mask image (mode "L", or ``None``) and the ``EditParams`` fields the flags set.
+
+    With ``size`` (the edited image's width, height) the mask is also checked at that size after
+    grow/shrink, so an empty mask fails before the model loads; without it only an all-black file
+    is caught here and the rest is left to the engine.
+    """
+    from qedit import imageio
+    from qedit.engine import masks
+
+    fields: dict[str, Any] = {}
+    for flag, name in (("mask_grow", "mask_grow"), ("mask_feather", "mask_feather"), ("strength", "strength"),
+                       ("preserve", "preserve"), ("preserve_threshold", "preserve_threshold")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            fields[name] = value
+    boxes = parse_boxes(getattr(args, "box", None))
+    if boxes:
+        fields["boxes"] = boxes
+    if getattr(args, "box_mask", False):
+        if not boxes:
+            raise InvalidInput("--box-mask needs at least one --box", field="box_mask")
+        fields["box_mask"] = True
+    mask = None
+    mask_path = getattr(args, "mask", None)
+    if mask_path is not None:
+        if fields.get("box_mask"):
+            raise InvalidInput("use --mask or --box-mask, not both", field="mask")
+        mask = imageio.load_mask(mask_path, field="mask")
+        grow = int(fields.get("mask_grow", 0)) if size is not None else 0
+        if abs(grow) <= 256:  # beyond, EditParams refuses the value itself
+            masks.mask_region(mask, size or mask.size, grow)
+    if size is not None and boxes:
+        masks.validate_boxes(boxes, size)
+    return mask, fields

@@ -1,0 +1,31 @@
+"""A terminal progress bar for denoising steps: step n/N, it/s and ETA (tqdm)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from qedit.engine.types import StepCallback
+
+
+@contextmanager
+def step_bar(enabled: bool = True, desc: str = "denoising") -> Iterator[StepCallback | None]:
+    """Yields an ``on_step`` callback that advances the bar (``None`` when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def on_step(step: int, total: int, elapsed: float) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(step - bar.n)
+
+    try:
+        yield on_step
+    finally:
+        bar.close()

@@ -1,0 +1,101 @@
+"""``qedit edit`` as a user runs it: a real process, the tiny preset, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qedit import imageio
+
+
+def qedit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "qedit.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("in") / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((260, 190)).save(path, quality=95)
+    return path
+
+
+def test_edit_writes_the_output_with_metadata_and_chains(photo: Path, tmp_path: Path, tiny_path: Path) -> None:
+    out = tmp_path / "out.png"
+    r = qedit("edit", str(photo), "-p", "把招牌上的字改成“开业大吉”", "-o", str(out), "--model", "tiny",
+              "--steps", "2", "--seed", "12")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "seed 12" in r.stdout
+    assert "2/2" in r.stderr  # the progress bar reached the last step
+    img = Image.open(out)
+    assert img.size == (260, 190)
+    meta = imageio.read_metadata(out)
+    assert meta["prompt"] == "把招牌上的字改成“开业大吉”" and meta["seed"] == "12" and meta["steps"] == "2"
+    assert len(json.loads(meta["chain"])) == 1
+
+    # feed the output back in: the chain grows and keeps the first step
+    out2 = tmp_path / "out2.webp"
+    r = qedit("edit", str(out), "-p", "now make it blue", "-o", str(out2), "--model", "tiny", "--steps", "1",
+              "--format", "webp", "-q")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    chain = json.loads(imageio.read_metadata(out2)["chain"])
+    assert [step["prompt"] for step in chain] == ["把招牌上的字改成“开业大吉”", "now make it blue"]
+    assert chain[0]["seed"] == 12
+
+
+def test_same_seed_same_pixels(photo: Path, tmp_path: Path, tiny_path: Path) -> None:
+    outs = [tmp_path / f"o{i}.png" for i in range(2)]
+    for out in outs:
+        r = qedit("edit", str(photo), "-p", "x", "-o", str(out), "--model", "tiny", "--steps", "1", "--seed", "3", "-q")
+        assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "steps"),
+        (["--steps", "101"], "steps"),
+        (["--cfg", "0.5"], "cfg"),
+        (["--seed", "2147483648"], "seed"),
+        (["--size", "100x100"], "256-1536"),
+        (["--num", "9"], "num"),
+        (["-p", "   "], "prompt"),
+        (["--model", "/nonexistent/model"], "no such model directory"),
+    ],
+)
+def test_bad_parameters_exit_2_with_one_line(photo: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    out = tmp_path / "out.png"
+    args = ["edit", str(photo), "-p", "ok", "-o", str(out), "--model", "tiny", *extra]
+    r = qedit(*args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr
+    assert not out.exists()
+
+
+def test_bad_images_exit_2(tmp_path: Path, photo: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    out = tmp_path / "out.png"
+    for args, message in (
+        ([str(junk)], "image[0]"),
+        ([str(tmp_path / "missing.png")], "image[0]"),
+        ([str(photo), str(photo)], "at most 1 image"),
+    ):
+        r = qedit("edit", *args, "-p", "ok", "-o", str(out), "--model", "tiny", "--steps", "1")
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr
+        assert not out.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in {"junk.png"}]
+    assert leftovers == []

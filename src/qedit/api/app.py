@@ -1,0 +1,55 @@
+"""``create_app(settings)``: the FastAPI app with its services; nothing happens at import.
+
+The services (store, workers or Celery dispatch, sweeper) start with the app's lifespan and stop
+with it, so ``uvicorn`` (or a test) owns their whole life. The API never imports torch: the engine
+is loaded by the worker threads (embedded) or by ``qedit worker`` processes (Celery).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qedit import __version__
+from qedit.api import errors
+from qedit.api.deps import RateLimiter
+from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
+from qedit.config import Settings
+from qedit.engine.types import EditEngine
+from qedit.service.services import Services, build_services
+
+log = logging.getLogger("qedit.api")
+
+DESCRIPTION = """\
+Asynchronous image edits with Qwen-Image-Edit over the interfaces clients already speak:
+WaveSpeed v3 (`/api/v3/...`), the aggregator task API (`/v1/images/generations`), OpenAI Images
+(`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY`.
+"""
+
+
+def create_app(settings: Settings, *, engine_factory: Callable[[Settings], EditEngine] | None = None,
+               start_services: bool = True) -> FastAPI:  # fmt: skip
+    """Build the app; its services start when the app starts (``start_services=False``: API only, for docs)."""
+    services: Services = build_services(settings, engine_factory=engine_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_services:
+            services.start()
+        log.info("qedit %s serving model %s (%s dispatch, auth %s)", __version__, settings.model, settings.dispatch,
+                 settings.auth)  # fmt: skip
+        try:
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(title="qedit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services
+    app.state.rate_limiter = RateLimiter()
+    errors.install(app)
+    for module in (native, wavespeed, openai, aggregator, files, ops):
+        app.include_router(module.router)
+    return app

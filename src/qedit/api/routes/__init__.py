@@ -1,0 +1,1 @@
+"""One router per interface; handlers stay thin (schema -> submit -> view)."""

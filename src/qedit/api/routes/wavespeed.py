@@ -1,0 +1,122 @@
+"""WaveSpeed v3 compatible routes: its clients and SDK work by pointing their base URL here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
+from qedit.api.errors import ApiError
+from qedit.api.schemas.wavespeed import (
+    MODEL_EDIT,
+    MODEL_EDIT_PLUS,
+    PredictionListResponse,
+    PredictionResponse,
+    SecretResponse,
+    UploadCreate,
+    UploadResponse,
+    WaveSpeedCommon,
+    WaveSpeedEdit,
+    WaveSpeedEditPlus,
+)
+from qedit.api.submit import Source, get_task, submit, wait
+from qedit.errors import InvalidInput
+from qedit.service import views
+from qedit.service.fetch import MAX_URL_CHARS
+from qedit.service.signing import webhook_secret
+from qedit.service.store import TERMINAL
+
+router = APIRouter(prefix="/api/v3", tags=["wavespeed"])
+
+WebhookQuery = Annotated[str | None, Query(max_length=MAX_URL_CHARS, description="POSTed the result data on "
+                                           "completed and failed; signed (see /api/v3/webhook/secret)")]  # fmt: skip
+
+
+async def _submit(body: WaveSpeedCommon, model: str, images: list[Source], services: ServicesDep, caller: CallerDep,
+                  base: str, webhook: str | None) -> dict:  # fmt: skip
+    task = await submit(services, caller, interface="wavespeed", params=body.to_params(), images=images,
+                        webhook_url=webhook, webhook_field="webhook", webhook_style="wavespeed",
+                        options={**body.options, "wavespeed_model": model}, base_url=base)  # fmt: skip
+    if body.enable_sync_mode:
+        task = await wait(services, task.id, services.settings.sync_timeout)
+    data = await run_in_threadpool(views.wavespeed_data, task, services.storage)
+    if body.enable_sync_mode and task.status not in TERMINAL:
+        data["error"] = (f"Sync mode timed out after {services.settings.sync_timeout:g} s; "
+                         f"the task keeps running: query {data['urls']['get']}")  # fmt: skip
+    return views.wavespeed_envelope(data)
+
+
+@router.post("/wavespeed-ai/qwen-image/edit", response_model=PredictionResponse, summary="Qwen Image Edit")
+async def edit(body: WaveSpeedEdit, services: ServicesDep, caller: CallerDep, base: BaseUrlDep,
+               webhook: WebhookQuery = None) -> dict:  # fmt: skip
+    return await _submit(body, MODEL_EDIT, [Source(body.image, "image")], services, caller, base, webhook)
+
+
+@router.post("/wavespeed-ai/qwen-image/edit-plus", response_model=PredictionResponse, summary="Qwen Image Edit Plus")
+async def edit_plus(body: WaveSpeedEditPlus, services: ServicesDep, caller: CallerDep, base: BaseUrlDep,
+                    webhook: WebhookQuery = None) -> dict:  # fmt: skip
+    images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
+    return await _submit(body, MODEL_EDIT_PLUS, images, services, caller, base, webhook)
+
+
+@router.get("/predictions/{task_id}/result", response_model=PredictionResponse, summary="Get the result")
+async def result(task_id: str, services: ServicesDep, caller: CallerDep) -> dict:
+    task = await get_task(services, caller, task_id, field="requestId")
+    return views.wavespeed_envelope(await run_in_threadpool(views.wavespeed_data, task, services.storage))
+
+
+@router.get("/predictions", response_model=PredictionListResponse, summary="List predictions, newest first")
+async def predictions(
+    services: ServicesDep,
+    caller: CallerDep,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict:
+    tasks = await run_in_threadpool(services.store.list_tasks, caller.scope, limit=page_size,
+                                    offset=(page - 1) * page_size)  # fmt: skip
+    total = await run_in_threadpool(services.store.count, caller.scope)
+    items = [await run_in_threadpool(views.wavespeed_data, t, services.storage) for t in tasks]
+    return views.wavespeed_envelope({"items": items, "page": page, "page_size": page_size, "total": total})
+
+
+@router.get("/webhook/secret", response_model=SecretResponse, summary="The secret webhooks are signed with")
+async def secret(services: ServicesDep, caller: CallerDep) -> dict:
+    return views.wavespeed_envelope({"secret": webhook_secret(services.secret, caller.key_id)})
+
+
+@router.post("/media/uploads", response_model=UploadResponse, summary="Start an upload (the SDK's upload())")
+async def create_upload(body: UploadCreate, services: ServicesDep, caller: CallerDep, base: BaseUrlDep) -> dict:
+    """Answers a signed PUT URL for the bytes and the download URL to use as an image input."""
+    limit = services.settings.max_input_bytes
+    if body.size > limit:
+        raise InvalidInput(f"file is {body.size} bytes, at most {limit} allowed", field="size")
+    name = _safe_name(body.filename)
+    put, download, expires = services.storage.upload_urls(base, uuid.uuid4().hex, name)
+    return views.wavespeed_envelope({"upload": {"method": "PUT", "url": put, "headers": {}},
+                                     "download_url": download, "expires_at": expires})  # fmt: skip
+
+
+@router.put("/media/uploads/{upload_id}/{name}", summary="Upload the bytes (signed URL from POST /media/uploads)")
+async def put_upload(upload_id: str, name: str, request: Request, services: ServicesDep,
+                     expires: Annotated[int, Query()], sig: Annotated[str, Query(max_length=128)]) -> dict:  # fmt: skip
+    problem = services.storage.check_put(upload_id, name, expires, sig)
+    if problem is not None:
+        raise ApiError(f"the upload URL is invalid: {problem}", status=403, field="sig", code="bad_signature")
+    limit = services.settings.max_input_bytes
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field="file")
+    image = await run_in_threadpool(services.inputs.from_upload, bytes(data), "file")
+    await run_in_threadpool(services.storage.write_upload, upload_id, name, image.data)
+    return views.wavespeed_envelope({"size": len(data)})
+
+
+def _safe_name(filename: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", filename.rsplit("/", 1)[-1])[-64:].lstrip(".")
+    return name or "upload"

@@ -1,0 +1,147 @@
+"""The native API: every engine option, named exactly as ``EditParams`` names it.
+
+The request *is* ``EditParams`` plus where the images come from and how to deliver, so the mapping
+onto the engine's parameters is a field selection (``to_params``) and the bounds in /docs are the
+engine's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+
+from qedit.errors import InvalidInput
+from qedit.params import EditParams, parse_size
+from qedit.service.fetch import MAX_URL_CHARS
+
+IMAGE_SOURCE = "an https URL, a data URI, bare base64, or task://ID/N (output N of an earlier task)"
+
+
+class EditOptions(EditParams):
+    """Engine parameters plus output and delivery options (the form of ``POST /v1/edits/upload``)."""
+
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    base64: bool = Field(default=False, description="also return each output as base64 (b64_json)")
+    webhook_url: str | None = Field(
+        default=None, max_length=MAX_URL_CHARS, description="POSTed on completed/failed/cancelled (https)"
+    )
+    sync: bool = Field(default=False, description="wait (bounded by the server's sync_timeout) for the result")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_text(cls, v: Any) -> Any:
+        """``"1024x768"`` / ``"1024*768"`` as well as ``[1024, 768]``."""
+        if isinstance(v, str):
+            try:
+                return parse_size(v)
+            except InvalidInput as e:
+                raise ValueError(e.message) from None
+        return v
+
+    @field_validator("box_mask")
+    @classmethod
+    def _box_mask(cls, v: bool, info: ValidationInfo) -> bool:
+        """Checked here too so that the error names ``box_mask`` (EditParams checks the whole model)."""
+        if v and not info.data.get("boxes"):
+            raise ValueError("box_mask needs at least one box in boxes")
+        return v
+
+    def to_params(self) -> EditParams:
+        return EditParams.model_validate(self.model_dump(include=set(EditParams.model_fields)))
+
+
+class EditCreate(EditOptions):
+    """``POST /v1/edits``: 1-3 images (the last is edited, the others are references), optional mask."""
+
+    images: list[str] = Field(min_length=1, max_length=3, description=f"1-3 images: each {IMAGE_SOURCE}")
+    mask: str | None = Field(default=None, description=f"white = may change; size of the last image: {IMAGE_SOURCE}")
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class EditOutput(BaseModel):
+    index: int
+    url: str = Field(description="signed; valid until expires_at")
+    b64_json: str | None = None
+    seed: int
+    width: int
+    height: int
+    format: str
+    metadata: dict[str, str] = Field(description="the engine's metadata, also embedded in the file")
+
+
+class EditInputInfo(BaseModel):
+    source: str
+    width: int
+    height: int
+
+
+class TaskError(BaseModel):
+    message: str | None
+    reason: str | None = Field(description="invalid_input | engine_error | crashed | cancelled")
+
+
+class WebhookAttemptInfo(BaseModel):
+    webhook_id: str
+    event: str
+    attempt: int
+    at: str | None
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class WebhookInfo(BaseModel):
+    url: str
+    state: str = Field(description="none | pending | sending | delivered | failed")
+    attempts: list[WebhookAttemptInfo]
+
+
+class EditTask(BaseModel):
+    id: str
+    object: Literal["edit"] = "edit"
+    interface: str
+    model: str
+    status: Literal["created", "processing", "completed", "failed", "cancelled"]
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    queue_wait_ms: int | None
+    inference_ms: int | None
+    timings: dict[str, float] = Field(description="seconds per engine stage, inference and queue_wait")
+    attempt: int
+    progress: Progress
+    params: dict[str, Any]
+    parent_id: str | None = Field(description="the task whose output this edit started from (task://)")
+    inputs: list[EditInputInfo]
+    outputs: list[EditOutput]
+    expires_at: str | None
+    error: TaskError | None
+    webhook: WebhookInfo | None
+
+
+class EditList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EditTask]
+    has_more: bool
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class Usage(BaseModel):
+    key: dict[str, str] | None
+    tasks: int
+    completed: int
+    failed: int
+    images: int
+    compute_seconds: float
+    price_per_image: float
+    cost: float
+    currency: Literal["USD"] = "USD"
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="HMAC-SHA256 key of this key's webhooks (Standard Webhooks whsec_ form)")

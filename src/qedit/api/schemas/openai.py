@@ -1,0 +1,90 @@
+"""OpenAI Images ``POST /v1/images/edits`` (multipart), as the official ``openai`` SDK sends it.
+
+Images come as ``image`` (one file) or ``image[]`` (several, the SDK's array form), up to 3; the
+last is the one edited. OpenAI-only knobs we cannot honour are accepted only at values that change
+nothing (``background=transparent`` or ``stream=true`` are refused, not silently dropped); qedit's
+own knobs (seed, steps, cfg, negative prompt) may be added as extra form fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from qedit.errors import InvalidInput
+from qedit.params import (
+    CFG_MAX,
+    CFG_MIN,
+    MAX_PROMPT_CHARS,
+    NUM_MAX,
+    SEED_MAX,
+    STEPS_MAX,
+    STEPS_MIN,
+    EditParams,
+    parse_size,
+    validate,
+)
+
+FILE_FIELDS = ("image", "image[]", "mask")
+
+
+class OpenAIEdit(BaseModel):
+    """The non-file form fields."""
+
+    model_config = ConfigDict(extra="ignore")  # the route refuses unknown keys itself (files share the form)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    n: int = Field(default=1, ge=1, le=NUM_MAX, description=f"images to make, 1-{NUM_MAX}")
+    size: str = Field(default="auto", description="WxH, 256-1536 per side, or auto (the input's size)")
+    response_format: Literal["url", "b64_json"] = "url"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    model: str | None = Field(default=None, description="accepted for compatibility; the served model is used")
+    user: str | None = None
+    quality: Literal["auto", "low", "medium", "high", "standard"] | None = None
+    background: Literal["auto", "opaque"] | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    stream: Literal[False] | None = None
+    partial_images: Literal[0] | None = None
+    # qedit extras
+    seed: int = Field(default=-1, ge=-1, le=SEED_MAX)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    num_inference_steps: int | None = Field(default=None, ge=STEPS_MIN, le=STEPS_MAX)
+    true_cfg_scale: float | None = Field(default=None, ge=CFG_MIN, le=CFG_MAX)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if v != "auto":
+            try:
+                parse_size(v)
+            except InvalidInput as e:
+                raise ValueError(e.message) from None
+        return v
+
+    def to_params(self) -> EditParams:
+        data: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "seed": self.seed}
+        if self.size != "auto":
+            data["size"] = parse_size(self.size)
+        if self.negative_prompt is not None:
+            data["negative_prompt"] = self.negative_prompt
+        if self.num_inference_steps is not None:
+            data["num_inference_steps"] = self.num_inference_steps
+        if self.true_cfg_scale is not None:
+            data["true_cfg_scale"] = self.true_cfg_scale
+        return validate(EditParams, data)
+
+
+class OpenAIImage(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+
+class OpenAIImagesResponse(BaseModel):
+    created: int
+    data: list[OpenAIImage]
+    output_format: str
+    size: str | None
+    background: Literal["opaque"] = "opaque"

@@ -1,0 +1,54 @@
+"""``qedit serve``: the HTTP API with in-process workers (or Celery dispatch), on one machine.
+
+Flags override ``QEDIT_*`` variables; everything else comes from the environment (see
+``qedit.config.Settings`` and docs/service.md). Keys are required unless started with ``--no-auth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API (WaveSpeed, OpenAI, aggregator and native interfaces)",
+                       description="Serve edits over HTTP: task store, workers, webhooks. Settings come from "
+                       "QEDIT_* variables; these flags override them.")  # fmt: skip
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--model", help="spec name, snapshot dir or hub id; 'instant' = dry-run stand-in (default tiny)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--data-dir", type=Path, help="inputs, outputs, SQLite db and secret")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    p.add_argument("--workers", type=int, help="in-process worker threads, each with its own engine (default 1)")
+    p.add_argument("--dispatch", choices=["embedded", "celery"], help="embedded workers or Celery (qedit worker)")
+    p.add_argument("--public-url", help="base URL clients reach this server at (for result links)")
+    p.add_argument("--no-auth", action="store_true", help="local mode: no API keys, every caller anonymous")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):  # -> qedit.config.Settings
+    from qedit.config import Settings
+
+    names = ("host", "port", "model", "device", "data_dir", "database_url", "workers", "dispatch", "public_url")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "no_auth", False):
+        overrides["auth"] = "none"
+    return Settings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from qedit.api.app import create_app
+
+    settings = settings_from_args(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    if settings.auth == "none":
+        logging.getLogger("qedit").warning("local mode: no API keys required (--no-auth)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    return 0

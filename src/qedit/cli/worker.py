@@ -1,0 +1,55 @@
+"""``qedit worker``: a Celery worker running edits for ``qedit serve --dispatch celery``.
+
+One task at a time per process (``--pool solo``: the engine stays loaded, no fork after torch), late
+acknowledgement and prefetch 1, so a killed worker's task is redelivered and re-run elsewhere. Needs
+the same data dir (shared storage), database URL, secret and broker as the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a Celery worker for scale-out (qedit serve --dispatch celery)")
+    p.add_argument("--model", help="as for qedit serve")
+    p.add_argument("--device", help="cuda, mps or cpu")
+    p.add_argument("--data-dir", type=Path, help="shared with the API")
+    p.add_argument("--database-url", help="shared with the API (Postgres for several hosts)")
+    p.add_argument("--broker-url", help="Celery broker (default redis://127.0.0.1:6379/0)")
+    p.add_argument("--queue", dest="celery_queue", help="Celery queue (default qedit)")
+    p.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qedit.config import Settings
+    from qedit.service.celery_app import bind_worker, make_celery
+    from qedit.service.services import build_worker
+
+    names = ("model", "device", "data_dir", "database_url", "broker_url", "celery_queue")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    settings = Settings(dispatch="celery", **overrides)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qedit-webhook")
+    holder: dict = {}
+    worker = build_worker(settings, on_webhook=lambda tid: pool.submit(holder["w"].webhooks.deliver, tid))
+    holder["w"] = worker
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, registry=worker.metrics.registry)
+    _ = worker.engine  # load the model before taking messages
+    bind_worker(worker)
+    app = make_celery(settings)
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.celery_queue}",
+                     "--prefetch-multiplier=1", f"--loglevel={args.log_level.upper()}", "--without-gossip",
+                     "--without-mingle", f"--hostname=qedit-{os.getpid()}@%h"])  # fmt: skip
+    pool.shutdown(wait=True)
+    return 0

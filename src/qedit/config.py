@@ -1,0 +1,106 @@
+"""Service settings: one validated object built from ``QEDIT_*`` variables, passed to everything.
+
+Nothing reads the environment at import time: ``Settings()`` is called by ``qedit serve`` /
+``qedit worker`` (or by a test with explicit values) and handed to ``create_app(settings)`` and
+``build_worker(settings)``, so two apps with different settings can live in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qedit.params import NUM_MAX
+
+DEFAULT_PRICE_PER_IMAGE = 0.0319  # the aggregator's list price, so usage reports read like a bill
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "qedit"
+
+
+class Settings(BaseSettings):
+    """Every knob of ``qedit serve`` and ``qedit worker``; env var = ``QEDIT_`` + upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix="QEDIT_", extra="ignore")
+
+    # -- the engine -------------------------------------------------------------------------------
+    model: str = Field(
+        default="tiny",
+        description="spec name, snapshot dir or hub id; 'instant' is the dry-run stand-in (no torch, no weights)",
+    )
+    device: str | None = None
+    dtype: str | None = None
+    instant_step_delay: float = Field(default=0.0, ge=0.0, le=10.0, description="seconds per step of 'instant'")
+    instant_steps: int = Field(default=4, ge=1, le=100, description="steps the 'instant' engine reports")
+
+    # -- where things live --------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir, description="inputs, outputs, SQLite db, secrets")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in data_dir")
+    public_url: str | None = Field(
+        default=None, description="base of result URLs (behind a proxy); default: the URL the client called"
+    )
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    auth: Literal["keys", "none"] = Field(
+        default="keys", description="'none' (local mode, every caller is anonymous) only when started so"
+    )
+    secret: str | None = Field(
+        default=None, description="signs URLs and webhooks; default: generated once into data_dir/secret"
+    )
+
+    # -- inputs ------------------------------------------------------------------------------------
+    min_side: int = Field(default=384, ge=1, description="smallest input side in px")
+    max_side: int = Field(default=3072, ge=1, description="largest input side in px")
+    max_images: int = Field(default=3, ge=1, le=3)
+    max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="per image, checked while streaming")
+    fetch_timeout: float = Field(default=10.0, gt=0, le=120)
+    allow_private_urls: bool = Field(
+        default=False, description="let image URLs and webhooks reach loopback/private/link-local addresses"
+    )
+    allow_http_urls: bool = Field(default=False, description="dev only: accept http:// image URLs and webhooks")
+    max_prompt_tokens: int = Field(default=2000, ge=1, description="the aggregator's bound (estimated tokens)")
+
+    # -- tasks -------------------------------------------------------------------------------------
+    dispatch: Literal["embedded", "celery"] = "embedded"
+    workers: int = Field(default=1, ge=0, le=64, description="in-process worker threads (embedded); 0 = API only")
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_queue: str = Field(default="qedit", description="the Celery queue API and workers share")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="a running task not heard from for this long is re-run elsewhere"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20, description="runs of one task before it is failed")
+    sweep_interval: float = Field(default=5.0, gt=0, description="seconds between recovery/cleanup sweeps")
+    sync_timeout: float = Field(default=120.0, gt=0, description="longest a sync request waits for its result")
+    url_ttl_seconds: int = Field(default=24 * 3600, ge=1, description="result URLs and files live this long")
+
+    # -- webhooks ----------------------------------------------------------------------------------
+    webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    webhook_retries: int = Field(default=3, ge=0, le=10)
+    webhook_backoff: float = Field(default=2.0, ge=0, description="first retry delay; doubles each retry")
+
+    # -- keys, limits, usage -----------------------------------------------------------------------
+    price_per_image: float = Field(default=DEFAULT_PRICE_PER_IMAGE, ge=0)
+    rate_limit_rpm: int = Field(default=600, ge=1, description="requests per minute per key (keys may override)")
+    max_concurrent_tasks: int = Field(default=8, ge=1, description="queued+running per key (keys may override)")
+
+    @model_validator(mode="after")
+    def _sides(self) -> Settings:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side {self.min_side} > max_side {self.max_side}")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'qedit.db'}"
+
+    @property
+    def max_outputs(self) -> int:
+        return NUM_MAX

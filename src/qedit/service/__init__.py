@@ -1,0 +1,1 @@
+"""The task service: store, dispatch, worker, storage, webhooks (no torch except in worker.py's engine load)."""

@@ -1,0 +1,187 @@
+"""SSRF-safe outbound HTTP: image downloads and webhook deliveries.
+
+A URL given by a client must not make the server talk to itself or to its private network. Checking
+the host name is not enough (DNS can point anywhere, and change between check and use), so the
+check happens where the socket is opened: the connection backend resolves the name, refuses
+loopback/private/link-local/reserved addresses, and connects to the very address it checked. TLS
+still verifies the certificate against the original host name. Redirects are followed by hand, each
+hop re-checked. Downloads are capped while streaming, and bounded in time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpcore
+import httpx
+
+from qedit.errors import InvalidInput
+
+MAX_URL_CHARS = 2048
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    allow_private: bool = False
+    allow_http: bool = False
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        return ("https", "http") if self.allow_http else ("https",)
+
+
+class BlockedAddress(Exception):
+    """The URL's host resolves to an address this server may not contact."""
+
+
+def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> bool:
+    if policy.allow_private:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_url(url: str, policy: UrlPolicy, field: str) -> httpx.URL:
+    """Syntax and scheme; literal IP hosts are checked here too (names are checked at connect)."""
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidInput(f"URL is {len(url)} characters, at most {MAX_URL_CHARS} allowed", field=field)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as e:
+        raise InvalidInput(f"not a valid URL: {url[:200]!r} ({e})", field=field) from None
+    if parsed.scheme not in policy.schemes:
+        allowed = " or ".join(policy.schemes)
+        raise InvalidInput(f"URL scheme must be {allowed}, got {parsed.scheme or 'none'!r} in {url[:200]!r}",
+                           field=field)  # fmt: skip
+    if not parsed.host:
+        raise InvalidInput(f"URL has no host: {url[:200]!r}", field=field)
+    if parsed.userinfo:
+        raise InvalidInput("URL must not carry credentials", field=field)
+    try:
+        ip = ipaddress.ip_address(parsed.host)
+    except ValueError:
+        ip = None
+    if ip is not None and not address_allowed(ip, policy):
+        raise InvalidInput(f"URL host {parsed.host} is a loopback/private/link-local address, which is refused",
+                           field=field)  # fmt: skip
+    if not ip and parsed.host.lower() in ("localhost", "localhost.localdomain") and not policy.allow_private:
+        raise InvalidInput(f"URL host {parsed.host} is this machine, which is refused", field=field)
+    return parsed
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's sync backend, but every TCP connect goes to a vetted address only."""
+
+    def __init__(self, policy: UrlPolicy) -> None:
+        self.policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from e
+        allowed = []
+        for *_, sockaddr in infos:
+            ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            if address_allowed(ip, self.policy):
+                allowed.append(str(ip))
+        if not allowed:
+            raise BlockedAddress(f"{host} resolves to a loopback/private/link-local address, which is refused")
+        last: Exception | None = None
+        for ip in dict.fromkeys(allowed):
+            try:
+                return self._inner.connect_tcp(ip, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                last = e
+        assert last is not None
+        raise last
+
+    def connect_unix_socket(self, *args: object, **kwargs: object) -> httpcore.NetworkStream:
+        raise BlockedAddress("unix sockets are refused")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, policy: UrlPolicy) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(), max_connections=10, network_backend=GuardedBackend(policy)
+        )
+
+
+def _ssl_context() -> ssl.SSLContext:
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:  # pragma: no cover - httpx depends on certifi
+        return ssl.create_default_context()
+
+
+def guarded_client(policy: UrlPolicy, timeout: float) -> httpx.Client:
+    """An httpx client that can reach only addresses the policy allows (no env proxies either)."""
+    return httpx.Client(
+        transport=GuardedTransport(policy),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": "qedit"},
+    )
+
+
+def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, field: str) -> bytes:
+    """GET an image: every hop checked, at most ``max_bytes`` read, ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    current = url
+    with guarded_client(policy, timeout) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(current, policy, field)
+            try:
+                with client.stream("GET", current) as r:
+                    if r.is_redirect:
+                        location = r.headers.get("location")
+                        if not location:
+                            raise InvalidInput(f"{current[:200]} redirected without a Location", field=field)
+                        current = urljoin(current, location)
+                        continue
+                    if r.status_code != 200:
+                        raise InvalidInput(f"fetching {current[:200]} answered HTTP {r.status_code}", field=field)
+                    declared = r.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > max_bytes:
+                        raise InvalidInput(f"image is {int(declared)} bytes, at most {max_bytes} allowed",
+                                           field=field)  # fmt: skip
+                    chunks, size = [], 0
+                    for chunk in r.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise InvalidInput(f"image is more than {max_bytes} bytes, at most {max_bytes} allowed",
+                                               field=field)  # fmt: skip
+                        if time.monotonic() > deadline:
+                            raise InvalidInput(f"fetching {current[:200]} took more than {timeout:g} s", field=field)
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except BlockedAddress as e:
+                raise InvalidInput(f"{e} ({current[:200]})", field=field) from None
+            except httpx.TimeoutException:
+                raise InvalidInput(f"fetching {current[:200]} took more than {timeout:g} s", field=field) from None
+            except httpx.HTTPError as e:
+                raise InvalidInput(f"fetching {current[:200]} failed: {e}", field=field) from None
+    raise InvalidInput(f"more than {MAX_REDIRECTS} redirects from {url[:200]}", field=field)

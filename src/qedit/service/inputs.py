@@ -1,0 +1,148 @@
+"""Image inputs at the boundary: any source -> validated bytes, before anything is queued.
+
+A client names an image as an https URL, a data URI, bare base64, an upload, or ``task://ID/N`` (the
+N-th output of an earlier task, so edits chain without re-uploading). Each is turned into bytes,
+decoded once to check format and size, and then kept as received. Every violation is an
+``InvalidInput`` naming the field, the limit and the value; nothing reaches the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from qedit.config import Settings
+from qedit.errors import InvalidInput, QeditError
+from qedit.service.fetch import UrlPolicy, fetch_bytes
+from qedit.service.storage import LocalStorage
+from qedit.service.store import ANY_KEY, TaskStore
+
+_DATA_URI_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,(.*)$", re.S)
+_TASK_REF_RE = re.compile(r"^task://([0-9a-f]{32})(?:/(\d+))?$")
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp", "tiff": "tiff"}  # sniffed format -> file
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One validated input: bytes to store, what they are, and where they came from."""
+
+    data: bytes
+    ext: str
+    size: tuple[int, int]
+    source: str  # "upload", "url", "data-uri", "base64" or the task:// reference
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_side: int
+    max_side: int
+    max_bytes: int
+    max_images: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(min_side=s.min_side, max_side=s.max_side, max_bytes=s.max_input_bytes, max_images=s.max_images)
+
+
+class InputResolver:
+    """Turns client-given sources into ``ImageInput``s under one settings object."""
+
+    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage) -> None:
+        self.limits = Limits.from_settings(settings)
+        self.policy = UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
+        self.timeout = settings.fetch_timeout
+        self.store = store
+        self.storage = storage
+
+    def check_count(self, n: int, field: str = "images") -> None:
+        if n < 1:
+            raise InvalidInput("at least 1 image is needed, got 0", field=field)
+        if n > self.limits.max_images:
+            raise InvalidInput(f"at most {self.limits.max_images} images allowed, got {n}", field=field)
+
+    def from_string(self, source: str, field: str, key_id: object = ANY_KEY, *, mask: bool = False) -> ImageInput:
+        """URL, data URI, base64 or task reference -> a validated input."""
+        source = source.strip()
+        if not source:
+            raise InvalidInput("is empty; expected an https URL, a data URI, base64 or task://ID/N", field=field)
+        ref = _TASK_REF_RE.match(source)
+        if ref:
+            data, parent = self._task_output(ref.group(1), int(ref.group(2) or 0), field, key_id), ref.group(1)
+            return self.validate(data, field, source=source, parent_id=parent, mask=mask)
+        if source.startswith("task://"):
+            raise InvalidInput(f"expected task://<32 hex id>/<output index>, got {source[:80]!r}", field=field)
+        own = self.storage.own_file(source) if source.startswith(("http://", "https://")) else None
+        if own is not None:  # a result (or upload) URL of this server: no request to ourselves
+            owner, path = own
+            parent = owner if self.store.get(owner, key_id) is not None else None
+            return self.validate(path.read_bytes(), field, source="url", parent_id=parent, mask=mask)
+        if source.startswith(("http://", "https://")) or "://" in source[:12]:
+            data = fetch_bytes(source, policy=self.policy, max_bytes=self.limits.max_bytes, timeout=self.timeout,
+                               field=field)  # fmt: skip
+            return self.validate(data, field, source="url", mask=mask)
+        m = _DATA_URI_RE.match(source)
+        if m:
+            return self.validate(self._b64(m.group(3), field), field, source="data-uri", mask=mask)
+        if source.startswith("data:"):
+            raise InvalidInput("data URI must be data:<type>;base64,<data>", field=field)
+        return self.validate(self._b64(source, field), field, source="base64", mask=mask)
+
+    def from_upload(self, data: bytes, field: str, *, mask: bool = False) -> ImageInput:
+        return self.validate(data, field, source="upload", mask=mask)
+
+    def _b64(self, text: str, field: str) -> bytes:
+        # 4 base64 chars carry 3 bytes: refuse oversize before decoding it
+        if len(text) * 3 // 4 > self.limits.max_bytes + 3:
+            raise InvalidInput(f"image is about {len(text) * 3 // 4} bytes, at most {self.limits.max_bytes} allowed",
+                               field=field)  # fmt: skip
+        try:
+            return base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            shown = text[:40] + ("..." if len(text) > 40 else "")
+            raise InvalidInput(f"is neither an https URL, a data URI, task://ID/N nor valid base64 ({shown!r})",
+                               field=field) from None  # fmt: skip
+
+    def _task_output(self, task_id: str, index: int, field: str, key_id: object) -> bytes:
+        task = self.store.get(task_id, key_id)
+        if task is None:
+            raise InvalidInput(f"task {task_id} not found", field=field, status=404)
+        if task.status != "completed":
+            raise InvalidInput(f"task {task_id} is {task.status}, only a completed task's outputs can be used",
+                               field=field, status=409)  # fmt: skip
+        if not 0 <= index < len(task.outputs):
+            raise InvalidInput(f"task {task_id} has {len(task.outputs)} output(s) (0-{len(task.outputs) - 1}), "
+                               f"got index {index}", field=field)  # fmt: skip
+        if task.files_expired:
+            raise InvalidInput(f"task {task_id}'s outputs have expired", field=field, status=410)
+        try:
+            return self.storage.resolve(task.outputs[index]["file"]).read_bytes()
+        except (OSError, ValueError):
+            raise InvalidInput(f"task {task_id}'s output {index} is no longer stored", field=field,
+                               status=410) from None  # fmt: skip
+
+    def validate(self, data: bytes, field: str, *, source: str, parent_id: str | None = None,
+                 mask: bool = False) -> ImageInput:  # fmt: skip
+        """Size in bytes, decodable, a supported format, each side within the limits."""
+        lim = self.limits
+        if len(data) > lim.max_bytes:
+            raise InvalidInput(f"image is {len(data)} bytes, at most {lim.max_bytes} allowed", field=field)
+        if not data:
+            raise InvalidInput("image is empty (0 bytes)", field=field)
+        from qedit import imageio
+
+        fmt = EXTENSIONS[imageio.sniff_format(data, field)]
+        try:
+            image = imageio.load_mask(data, field=field) if mask else imageio.load_image(data, field=field)
+        except QeditError:
+            raise
+        except Exception as e:  # a decoder error is the client's file, not our bug
+            raise InvalidInput(f"cannot decode the image: {e}", field=field) from None
+        w, h = image.size
+        for name, v in (("width", w), ("height", h)):
+            if not lim.min_side <= v <= lim.max_side:
+                raise InvalidInput(f"image {name} must be {lim.min_side}-{lim.max_side} px, got {v} ({w}x{h})",
+                                   field=field)  # fmt: skip
+        return ImageInput(data=data, ext=fmt, size=(w, h), source=source, parent_id=parent_id)

@@ -1,0 +1,108 @@
+"""``instant``: a dry-run engine for testing integrations, load tests and CI without weights or torch.
+
+Select it with ``QEDIT_MODEL=instant`` (or ``qedit serve --model instant``). It honours the
+``EditEngine`` contract exactly like the real engine: 1-3 images, seeds (``-1`` draws one and
+reports it), ``num_images``, the output ``size``, step callbacks, cancellation between steps, and the
+same metadata keys. The "edit" is deterministic and cheap: the edited (last) image, colour-inverted,
+resized to the requested size, so a client can tell an output from its input.
+
+To exercise failure paths, a prompt containing ``[fail]`` makes the edit raise after its first step.
+``step_delay`` (``QEDIT_INSTANT_STEP_DELAY``) makes each step take that long, to see progress events,
+cancel a running task, or size a queue.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from PIL import Image, ImageOps
+
+from qedit import __version__
+from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
+from qedit.errors import EditCancelled, InvalidInput
+from qedit.params import SEED_MAX
+
+FAIL_MARKER = "[fail]"
+
+
+class InstantEditFailed(RuntimeError):
+    """The failure a ``[fail]`` prompt asks for."""
+
+
+class InstantEngine:
+    """The dry-run ``EditEngine``: no model, same interface, deterministic output."""
+
+    model_id = "instant"
+
+    def __init__(self, step_delay: float = 0.0, steps: int = 4, max_images: int = 3) -> None:
+        self.step_delay = step_delay
+        self.steps = steps
+        self._max_images = max_images
+
+    @property
+    def max_images(self) -> int:
+        return self._max_images
+
+    def edit(
+        self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
+    ) -> EditResult:
+        params = request.params
+        if not request.images:
+            raise InvalidInput("at least one image is needed", field="images")
+        if len(request.images) > self.max_images:
+            raise InvalidInput(f"{self.model_id} takes at most {self.max_images} image(s), got {len(request.images)}",
+                               field="images")  # fmt: skip
+        steps = params.num_inference_steps or self.steps
+        cfg = params.true_cfg_scale if params.true_cfg_scale is not None else 4.0
+        base = params.seed if params.seed >= 0 else secrets.randbelow(SEED_MAX + 1)
+        seeds = [(base + i) % (SEED_MAX + 1) for i in range(params.num_images)]
+        total = steps * len(seeds)
+        start = time.perf_counter()
+        outputs = []
+        for k, seed in enumerate(seeds):
+            for step in range(steps):
+                if cancel is not None and cancel.cancelled:
+                    raise EditCancelled()
+                if self.step_delay:
+                    time.sleep(self.step_delay)
+                if on_step is not None:
+                    on_step(k * steps + step + 1, total, time.perf_counter() - start)
+                if FAIL_MARKER in params.prompt:
+                    raise InstantEditFailed(f"the prompt asked the instant engine to fail ({FAIL_MARKER})")
+            image = self._transform(request.images[-1], params.size)
+            outputs.append(EditedImage(image=image, seed=seed, metadata=self._metadata(request, seed, steps, cfg,
+                                                                                        image.size)))  # fmt: skip
+        if cancel is not None and cancel.cancelled:
+            raise EditCancelled()
+        return EditResult(outputs=tuple(outputs), model=self.model_id,
+                          timings={"denoise": time.perf_counter() - start})  # fmt: skip
+
+    @staticmethod
+    def _transform(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+        out = ImageOps.invert(image.convert("RGB"))
+        return out.resize(size, Image.Resampling.BILINEAR) if size and tuple(size) != out.size else out
+
+    def _metadata(self, request: EditRequest, seed: int, steps: int, cfg: float,
+                  size: tuple[int, int]) -> dict[str, str]:  # fmt: skip
+        """The keys the real engine writes, so integrations can be tested against them."""
+        params = request.params
+        resolved = params.model_copy(update={"seed": seed, "num_inference_steps": steps, "true_cfg_scale": cfg,
+                                             "num_images": 1})  # fmt: skip
+        step = {"model": self.model_id, **resolved.model_dump(mode="json")}
+        meta = {
+            "prompt": params.prompt,
+            "negative_prompt": params.negative_prompt,
+            "seed": str(seed),
+            "steps": str(steps),
+            "cfg": f"{cfg:g}",
+            "size": f"{size[0]}x{size[1]}",
+            "model": self.model_id,
+            "engine": f"qedit {__version__}",
+            "params": json.dumps(step, ensure_ascii=False),
+            "chain": json.dumps([*request.history, step], ensure_ascii=False),
+        }
+        if request.parent:
+            meta["parent"] = request.parent
+        return meta

@@ -1,0 +1,76 @@
+"""HMAC in one place: the server secret, signed expiring file URLs, and webhook signatures.
+
+One secret per installation (``QEDIT_SECRET`` or generated once into ``data_dir/secret``) so that a
+restarted server, or a Celery worker sharing the data dir, signs exactly like the API. Each API key
+gets its own webhook secret derived from it, so a customer can verify only their own deliveries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from qedit.config import Settings
+
+
+def load_secret(settings: Settings) -> bytes:
+    """``QEDIT_SECRET``, else the one in the data dir, created atomically on first use."""
+    if settings.secret:
+        return settings.secret.encode()
+    path = settings.data_dir / "secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret.{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_hex(32))
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # fails if another process won the race: then use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return Path(path).read_text().strip().encode()
+
+
+def _mac(secret: bytes, message: str) -> str:
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_path(secret: bytes, path: str, expires: int) -> str:
+    return _mac(secret, f"file:{path}:{expires}")[:40]
+
+
+def verify_path(secret: bytes, path: str, expires: int, signature: str, now: float | None = None) -> str | None:
+    """None if valid, else why not ("expired" / "bad signature")."""
+    if not hmac.compare_digest(sign_path(secret, path, expires), signature):
+        return "bad signature"
+    if (now if now is not None else time.time()) > expires:
+        return "expired"
+    return None
+
+
+def webhook_secret(secret: bytes, key_id: str | None) -> str:
+    """The secret a key's webhooks are signed with (what ``GET .../webhook/secret`` shows that key)."""
+    raw = hmac.new(secret, f"webhook:{key_id or 'anonymous'}".encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(raw).decode()
+
+
+def _secret_bytes(whsec: str) -> bytes:
+    return base64.b64decode(whsec.removeprefix("whsec_"))
+
+
+def standard_signature(whsec: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks: ``v1,`` + base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` keyed by the decoded secret."""
+    mac = hmac.new(_secret_bytes(whsec), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def wavespeed_signature(whsec: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """WaveSpeed v3: ``v3,`` + hex HMAC-SHA256 of ``{id}.{timestamp}.{raw body}`` keyed by the secret string."""
+    mac = hmac.new(whsec.encode(), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return "v3," + mac

@@ -1,0 +1,247 @@
+"""The worker: claim -> engine -> storage -> complete -> webhook. The only service module that
+imports the engine, and only when the engine is first needed.
+
+A worker owns a task through a lease it renews while running (on every step, and from a heartbeat
+thread during long stages without steps). It stops early when the lease is lost or a cancel was
+asked for; its completion is a conditional update, so a run that lost its lease is thrown away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from qedit.config import Settings
+from qedit.engine.types import CancelToken, EditEngine, EditRequest, EditResult
+from qedit.errors import EditCancelled, QeditError
+from qedit.params import EditParams
+from qedit.service.metrics import Metrics
+from qedit.service.storage import LocalStorage
+from qedit.service.store import TaskRecord, TaskStore
+from qedit.service.webhooks import WebhookSender
+
+log = logging.getLogger("qedit.worker")
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+
+
+def load_engine(settings: Settings) -> EditEngine:
+    """``instant`` is the dry-run stand-in; anything else goes to the real engine (imports torch)."""
+    if settings.model == "instant":
+        from qedit.service.instant import InstantEngine
+
+        return InstantEngine(step_delay=settings.instant_step_delay, steps=settings.instant_steps,
+                             max_images=settings.max_images)  # fmt: skip
+    from qedit.engine.pipeline import Engine
+
+    return Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
+
+
+def worker_name(kind: str) -> str:
+    """``kind@host:pid:n``: the host and pid let a restarted server spot leases of dead processes."""
+    return f"{kind}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _Lease:
+    """Renews a task's lease and relays cancel requests while the engine runs."""
+
+    def __init__(self, store: TaskStore, task: TaskRecord, lease_seconds: float, token: CancelToken) -> None:
+        self.store, self.task, self.lease, self.token = store, task, lease_seconds, token
+        self.lost = False
+        self._stop = threading.Event()
+        self._last = time.monotonic()  # the claim just set the lease
+        self._lock = threading.Lock()
+        self.step, self.total = 0, 0  # the latest progress, written or not
+        self._thread = threading.Thread(target=self._run, name=f"lease-{task.id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self, step: int | None = None, total: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if step is not None and total is not None:
+                self.step, self.total = step, total
+            if not force and now - self._last < 0.2:  # progress is written at most 5 times a second
+                return
+            self._last = now
+        hb = self.store.heartbeat(self.task.id, self.task.attempt, self.lease, step, total)
+        if not hb.owned:
+            self.lost = True
+        if not hb.owned or hb.cancel_requested:
+            self.token.cancel()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.2, min(self.lease / 3, 5.0))):
+            try:
+                self.beat(force=True)
+            except Exception:  # a DB hiccup must not kill the run; the next beat retries
+                log.exception("heartbeat for %s failed", self.task.id)
+
+
+class Worker:
+    """Runs tasks from the store on one engine (loaded on first use)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        storage: LocalStorage,
+        webhooks: WebhookSender,
+        *,
+        metrics: Metrics | None = None,
+        engine_factory: Callable[[Settings], EditEngine] = load_engine,
+        name: str | None = None,
+        on_webhook: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.storage = storage
+        self.webhooks = webhooks
+        self.metrics = metrics
+        self.engine_factory = engine_factory
+        self.name = name or worker_name("worker")
+        self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
+        self._engine: EditEngine | None = None
+        self._engine_lock = threading.Lock()
+
+    @property
+    def engine(self) -> EditEngine:
+        with self._engine_lock:
+            if self._engine is None:
+                t0 = time.perf_counter()
+                self._engine = self.engine_factory(self.settings)
+                log.info("engine %s loaded in %.1f s", self._engine.model_id, time.perf_counter() - t0)
+                if self.metrics is not None:
+                    self.metrics.engine_ready.set(1)
+            return self._engine
+
+    @property
+    def ready(self) -> bool:
+        return self._engine is not None
+
+    def run_next(self, task_id: str | None = None) -> TaskRecord | None:
+        """Claim one task (the oldest, or ``task_id``) and run it; None if there was nothing to run."""
+        engine = self.engine  # load before claiming: a lease must not expire while weights load
+        task = self.store.claim(self.name, self.settings.lease_seconds, task_id=task_id,
+                                max_attempts=self.settings.max_attempts)  # fmt: skip
+        if task is None:
+            return None
+        self.run(task, engine)
+        return self.store.get(task.id)
+
+    def run(self, task: TaskRecord, engine: EditEngine) -> None:
+        token = CancelToken()
+        t0 = time.perf_counter()
+        outcome = "failed"
+        with _Lease(self.store, task, self.settings.lease_seconds, token) as lease:
+            try:
+                result = engine.edit(self._request(task), on_step=lambda s, n, _e: lease.beat(s, n), cancel=token)
+                compute = time.perf_counter() - t0
+                outputs = self._write_outputs(task, result)
+                timings = self._timings(task, result, compute)
+                if self.store.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
+                    outcome = "completed"
+                else:  # lost the lease meanwhile: the attempt that owns the task writes its own files
+                    self._discard(outputs)
+                    outcome = "lost"
+            except EditCancelled:
+                if lease.lost:
+                    outcome = "lost"
+                else:
+                    self.store.finish_cancelled(task.id, task.attempt, time.perf_counter() - t0)
+                    outcome = "cancelled"
+            except QeditError as e:
+                self._fail(task, str(e), "invalid_input", time.perf_counter() - t0)
+            except Exception as e:
+                log.exception("task %s failed", task.id)
+                self._fail(task, f"{type(e).__name__}: {e}", "engine_error", time.perf_counter() - t0)
+        log.info("task %s attempt %d: %s in %.2f s", task.id, task.attempt, outcome, time.perf_counter() - t0)
+        if outcome == "lost":
+            return
+        final = self.store.get(task.id)
+        if final is not None:
+            self._observe(final)
+            if final.webhook_state == "pending":
+                self.on_webhook(final.id)
+
+    # -- steps of a run -----------------------------------------------------------------------------
+
+    def _request(self, task: TaskRecord) -> EditRequest:
+        from qedit import imageio
+
+        images = tuple(
+            imageio.load_image(self.storage.resolve(i["path"]), field=f"image[{n}]") for n, i in enumerate(task.inputs)
+        )
+        mask = imageio.load_mask(self.storage.resolve(task.mask), field="mask") if task.mask else None
+        history: tuple[dict, ...] = ()
+        parent = None
+        last = task.inputs[-1]
+        if last.get("parent_id"):
+            parent = last["source"] if last["source"].startswith("task://") else f"task://{last['parent_id']}"
+            history = _history(imageio.read_metadata(self.storage.resolve(last["path"])))
+        return EditRequest(params=EditParams.model_validate(task.params), images=images, mask=mask, parent=parent,
+                           history=history)  # fmt: skip
+
+    def _write_outputs(self, task: TaskRecord, result: EditResult) -> list[dict[str, Any]]:
+        from qedit import imageio
+
+        fmt = task.options.get("output_format", "png")
+        outputs = []
+        for i, out in enumerate(result.outputs):
+            name = f"{i}-a{task.attempt}.{EXTENSIONS[fmt]}"
+            path = self.storage.output_path(task.id, name)
+            metadata = {**out.metadata, "task": task.id}
+            imageio.save_image(out.image, path, fmt, metadata)
+            outputs.append({"name": name, "file": self.storage.output_relative(path), "seed": out.seed,
+                            "width": out.image.size[0], "height": out.image.size[1], "format": fmt,
+                            "metadata": metadata})  # fmt: skip
+        return outputs
+
+    def _discard(self, outputs: list[dict[str, Any]]) -> None:
+        for o in outputs:
+            with contextlib.suppress(OSError, ValueError):
+                self.storage.resolve(o["file"]).unlink(missing_ok=True)
+
+    def _timings(self, task: TaskRecord, result: EditResult, compute: float) -> dict[str, float]:
+        return {**{k: round(v, 4) for k, v in result.timings.items()}, "inference": round(compute, 4),
+                "queue_wait": round(task.queue_wait or 0.0, 4)}  # fmt: skip
+
+    def _fail(self, task: TaskRecord, error: str, reason: str, compute: float) -> None:
+        if self.store.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:
+            self.metrics.failures.labels(reason).inc()
+
+    def _observe(self, task: TaskRecord) -> None:
+        if self.metrics is None or task.finished_at is None:
+            return
+        self.metrics.task_seconds.labels(task.status).observe(task.finished_at - task.created_at)
+        if task.queue_wait is not None:
+            self.metrics.queue_wait_seconds.observe(task.queue_wait)
+        if task.inference_seconds is not None:
+            self.metrics.inference_seconds.observe(task.inference_seconds)
+
+
+def _history(meta: dict[str, str]) -> tuple[dict, ...]:
+    """The edit chain an input carries in its metadata (written by the engine or the instant stand-in).
+
+    Read here rather than with ``qedit.engine.postprocess.history_from_metadata`` so that chaining on
+    the ``instant`` engine does not import torch; both read the same ``chain`` key.
+    """
+    try:
+        chain = json.loads(meta.get("chain", "[]"))
+    except (json.JSONDecodeError, TypeError):
+        return ()
+    return tuple(step for step in chain if isinstance(step, dict)) if isinstance(chain, list) else ()

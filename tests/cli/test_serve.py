@@ -1,0 +1,50 @@
+"""``qedit serve``: starts the API on loopback, needs keys unless --no-auth, stops cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.api.server import b64, free_port, png_bytes
+
+
+def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    qedit = Path(sys.executable).with_name("qedit")
+    proc = subprocess.Popen([str(qedit), "serve", "--port", str(port), "--model", "instant", "--data-dir",
+                             str(tmp_path), "--log-level", "warning", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(proc.communicate()[0].decode())
+
+
+def test_local_mode_serves_edits_without_keys(tmp_path: Path) -> None:
+    proc, url = _serve(tmp_path, "--no-auth")
+    try:
+        r = httpx.post(url + "/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "sync": True})
+        assert r.status_code == 200 and r.json()["status"] == "completed"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
+    assert (tmp_path / "qedit.db").exists() and (tmp_path / "secret").exists()
+
+
+def test_keys_are_required_by_default(tmp_path: Path) -> None:
+    proc, url = _serve(tmp_path)
+    try:
+        r = httpx.post(url + "/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())]})
+        assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,90 @@
+"""Scale-out: the API dispatching through Celery (Redis broker) to ``qedit worker`` processes, Postgres store.
+
+Skips, saying why, when Redis or Postgres is not reachable on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.service.conftest import postgres_schema_url
+
+REDIS_URL = os.environ.get("QEDIT_TEST_REDIS", "redis://127.0.0.1:6379/11")
+
+
+@pytest.fixture
+def broker() -> str:
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as e:
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable ({type(e).__name__}); set QEDIT_TEST_REDIS")
+    return REDIS_URL
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from postgres_schema_url()
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        qedit = Path(sys.executable).with_name("qedit")
+        self.log = log
+        self.proc = subprocess.Popen([str(qedit), "worker", "--log-level", "warning"], env=env,
+                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(tmp_path: Path, broker: str, pg_url: str) -> None:
+    queue = f"qedit-{uuid.uuid4().hex[:8]}"
+    env = {"QEDIT_DISPATCH": "celery", "QEDIT_BROKER_URL": broker, "QEDIT_CELERY_QUEUE": queue,
+           "QEDIT_DATABASE_URL": pg_url, "QEDIT_AUTH": "none", "QEDIT_SECRET": "test-secret",
+           "QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_LEASE_SECONDS": "5", "QEDIT_SWEEP_INTERVAL": "0.5"}  # fmt: skip
+    api = Server(tmp_path, env).start()
+    worker_env = api.env()
+    workers = [WorkerProcess(worker_env, tmp_path / "worker-1.log")]
+    try:
+        with api.client() as c:
+            body = {"prompt": "x", "images": [b64(png_bytes())], "num_inference_steps": 2}
+            first = wait_status(c, c.post("/v1/edits", json=body).json()["id"], timeout=60)
+            assert first["status"] == "completed", (first, workers[0].log.read_text()[-3000:])
+
+            ids = [c.post("/v1/edits", json={**body, "num_inference_steps": 30, "seed": i}).json()["id"]
+                   for i in range(3)]  # fmt: skip
+            running = wait_status(c, ids[0], ("processing",), timeout=30)
+            assert running["status"] == "processing"
+            time.sleep(0.3)
+            workers[0].kill()  # mid-task; its message was not acknowledged (acks_late)
+            workers.append(WorkerProcess(worker_env, tmp_path / "worker-2.log"))
+            done = [wait_status(c, i, timeout=90) for i in ids]
+            assert [t["status"] for t in done] == ["completed"] * 3, done
+            assert done[0]["attempt"] == 2 and [t["outputs"][0]["seed"] for t in done] == [0, 1, 2]
+            assert httpx.get(done[0]["outputs"][0]["url"]).status_code == 200  # the API serves what a worker wrote
+    finally:
+        for w in workers:
+            w.stop()
+        api.stop()

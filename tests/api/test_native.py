@@ -136,7 +136,7 @@ def test_webhook_secret_is_per_key(server: Server, client: httpx.Client) -> None
 
 
 def test_results_expire_with_their_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    srv = Server(tmp_path, {"QEDIT_URL_TTL_SECONDS": "1", "QEDIT_AUTH": "none"}).start()
+    srv = Server(tmp_path, {"QEDIT_URL_TTL_SECONDS": "4", "QEDIT_AUTH": "none"}).start()
     try:
         with srv.client() as c:
             task = wait_status(c, _create(c)["id"])
@@ -144,7 +144,8 @@ def test_results_expire_with_their_urls(tmp_path) -> None:  # type: ignore[no-un
             assert httpx.get(url).status_code == 200
             tampered = url.replace("sig=", "sig=0")
             assert httpx.get(tampered).status_code == 403
-            time.sleep(2.5)  # > ttl + one sweep
+            expires = int(httpx.URL(url).params["expires"])
+            time.sleep(max(0.0, expires - time.time()) + 1.5)  # past the expiry, plus one sweep
             r = httpx.get(url)
             assert r.status_code == 410 and "expired" in r.json()["error"]["message"]
             assert not any((tmp_path / "outputs").rglob("*.png"))

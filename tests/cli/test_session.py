@@ -93,11 +93,11 @@ def test_box_mask_edit_from_the_command_line(started: Path, engine: DriftEngine)
         (["--box", "1,2,3"], "boxes[0]: expected x0,y0,x1,y1[:colour]"),
         (["--box", "0,0,10,10:blurple"], "boxes[0].colour: unknown colour 'blurple'"),
         (["--box-mask"], "box_mask: --box-mask needs at least one --box"),
-        (["--strength", "1.5"], "strength: Input should be less than or equal to 1"),
+        (["--strength", "1.5"], "--strength: Input should be less than or equal to 1"),
         (["--mask", "black.png"], "mask: mask is all black"),
         (["--mask", "missing.png"], "mask: no such file: missing.png"),
         (["--mask", "mask.png", "--mask-grow", "-40"], "mask: mask is all black after shrinking by 40 px"),
-        (["--preserve-threshold", "0"], "preserve_threshold: Input should be greater than 0"),
+        (["--preserve-threshold", "0"], "--preserve-threshold: Input should be greater than 0"),
     ],
 )
 def test_bad_appearance_input_is_one_line_and_exit_2(

@@ -3,51 +3,12 @@ reproduces diffusers' sizes (and its aspect stretch)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from qedit.engine.geometry import plan, reference_dimensions
+from qedit.engine.geometry import _line_centres, plan, reference_dimensions, round_trip_offset
 from qedit.engine.specs import MP
 
 SIZES = [(1920, 1080), (1080, 1920), (1000, 1000), (640, 480), (333, 777), (3000, 400), (257, 1531)]
-
-
-def _grid(size: tuple[int, int]) -> tuple[Image.Image, list[int], list[int]]:
-    """Dark 3-px lines on white at known positions, away from the borders."""
-    w, h = size
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    xs = [int(w * f) for f in (0.13, 0.37, 0.61, 0.87)]
-    ys = [int(h * f) for f in (0.11, 0.42, 0.58, 0.89)]
-    for x in xs:
-        d.rectangle([x - 1, 0, x + 1, h - 1], fill="black")
-    for y in ys:
-        d.rectangle([0, y - 1, w - 1, y + 1], fill="black")
-    return img, xs, ys
-
-
-def _line_centres(img: Image.Image, positions: list[int], axis: int) -> list[float]:
-    """Centroid of darkness in a +-6 px window around each expected line, along ``axis``."""
-    dark = 255.0 - np.asarray(img.convert("L"), dtype=np.float64)
-    profile = dark.mean(axis=axis)  # axis=0 -> per column (x), axis=1 -> per row (y)
-    profile = profile - np.median(profile)
-    centres = []
-    for p in positions:
-        lo, hi = max(0, p - 6), min(len(profile), p + 7)
-        window = np.clip(profile[lo:hi], 0, None)
-        centres.append(float((window * np.arange(lo, hi)).sum() / window.sum()))
-    return centres
-
-
-def _max_offset(size: tuple[int, int], fit: str) -> float:
-    img, xs, ys = _grid(size)
-    g = plan(size, MP, fit)  # type: ignore[arg-type]
-    back = g.to_source(g.to_working(img))  # a model that returns its input unchanged
-    assert back.size == size
-    ox = np.abs(np.array(_line_centres(back, xs, 0)) - np.array(_line_centres(img, xs, 0)))
-    oy = np.abs(np.array(_line_centres(back, ys, 1)) - np.array(_line_centres(img, ys, 1)))
-    return float(max(ox.max(), oy.max()))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -57,7 +18,7 @@ def test_exact_fit_round_trip_puts_every_edge_back(size: tuple[int, int]) -> Non
     assert g.working[0] % 16 == 0 and g.working[1] % 16 == 0
     assert g.canvas[0] >= size[0] and g.canvas[1] >= size[1]
     assert abs(g.working[0] * g.working[1] - MP) <= 0.12 * MP
-    assert round(_max_offset(size, "exact")) == 0
+    assert round(round_trip_offset(size, MP, "exact")) == 0
 
 
 def test_reference_fit_matches_diffusers_and_stretches() -> None:
@@ -82,3 +43,13 @@ def test_exact_fit_pads_little() -> None:
 def test_forced_working_size_is_floored_to_16() -> None:
     g = plan((640, 480), MP, "reference", working=(650, 490))
     assert g.working == (640, 480)
+
+
+def test_the_offset_probe_sees_a_two_pixel_shift() -> None:
+    """The measurement itself can fail: a grid moved by 2 px reads as 2 px."""
+    from PIL import Image, ImageChops, ImageDraw
+
+    img = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(img).rectangle([99, 0, 101, 299], fill="black")
+    moved = ImageChops.offset(img, 2, 0)
+    assert _line_centres(moved, [100], 0)[0] - _line_centres(img, [100], 0)[0] == pytest.approx(2.0, abs=0.01)

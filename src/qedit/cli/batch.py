@@ -24,8 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from qedit.errors import EditCancelled, InvalidInput
 from qedit.params import EditParams
 
 if TYPE_CHECKING:
-    from qedit.engine.types import EditEngine, StepCallback
+    from qedit.engine.types import EditEngine
 
 EXIT_SOME_FAILED = 1
 
@@ -166,6 +165,7 @@ def process(
     from tqdm import tqdm
 
     from qedit import imageio
+    from qedit.cli.progress import step_bar
     from qedit.engine.types import CancelToken, EditRequest
 
     todo = [j for j in jobs if not j.done]
@@ -189,7 +189,7 @@ def process(
                 engine = load_engine()
             request = EditRequest(params=params, images=(image,), parent=str(job.source), history=history)
             cancel = CancelToken()
-            with _step_bar(progress, job.name) as on_step:
+            with step_bar(progress, f"  {job.name}", leave=False, position=1) as on_step:
                 try:
                     result = engine.edit(request, on_step=on_step, cancel=cancel)
                 except KeyboardInterrupt:
@@ -217,7 +217,7 @@ def process(
 def _history(source: Path) -> tuple[dict, ...]:
     """The input's own chain of earlier qedit edits, carried into the output (as ``qedit edit`` does)."""
     from qedit import imageio
-    from qedit.engine.postprocess import history_from_metadata
+    from qedit.metadata import history_from_metadata
 
     try:
         return history_from_metadata(imageio.read_metadata(source))
@@ -238,29 +238,6 @@ def _say(line: str, progress: bool, stream) -> None:  # type: ignore[no-untyped-
         tqdm.write(line, file=stream)
     else:
         print(line, file=stream, flush=True)
-
-
-@contextmanager
-def _step_bar(enabled: bool, name: str) -> Iterator[StepCallback | None]:
-    """A second, transient bar under the files bar: the current edit's denoising steps."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=f"  {name}", unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
-               position=1)  # fmt: skip
-
-    def on_step(step: int, total: int, elapsed: float) -> None:
-        if bar.total != total:
-            bar.total = total
-            bar.refresh()
-        bar.update(step - bar.n)
-
-    try:
-        yield on_step
-    finally:
-        bar.close()
 
 
 def print_summary(report: Report, *, interrupted: bool = False) -> None:

@@ -28,6 +28,13 @@ FLAG_NAMES: dict[str, str] = {
     "size": "--size",
     "num_images": "--num",
     "fit": "--fit",
+    "mask_grow": "--mask-grow",
+    "mask_feather": "--mask-feather",
+    "strength": "--strength",
+    "preserve": "--preserve",
+    "preserve_threshold": "--preserve-threshold",
+    "boxes": "--box",
+    "box_mask": "--box-mask",
 }
 """``EditParams`` field -> the flag a user typed, so an error names what they can fix."""
 

@@ -10,14 +10,20 @@ from qedit.engine.types import StepCallback
 
 
 @contextmanager
-def step_bar(enabled: bool = True, desc: str = "denoising") -> Iterator[StepCallback | None]:
-    """Yields an ``on_step`` callback that advances the bar (``None`` when disabled)."""
+def step_bar(
+    enabled: bool = True, desc: str = "denoising", *, leave: bool = True, position: int | None = None
+) -> Iterator[StepCallback | None]:
+    """Yields an ``on_step`` callback that advances the bar (``None`` when disabled).
+
+    ``leave=False, position=1`` makes a transient bar under another one (``qedit batch``'s files bar).
+    """
     if not enabled:
         yield None
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=leave,
+               position=position)  # fmt: skip
 
     def on_step(step: int, total: int, elapsed: float) -> None:
         if bar.total != total:

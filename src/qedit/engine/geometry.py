@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 Fit = Literal["exact", "reference"]
 RESAMPLE = Image.Resampling.LANCZOS  # diffusers' VaeImageProcessor default ("lanczos")
@@ -122,3 +122,42 @@ def pad_to(image: Image.Image, canvas: tuple[int, int]) -> Image.Image:
 def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """PIL Lanczos, as diffusers' image processor; returns a copy when the size already matches."""
     return image.resize(size, resample=RESAMPLE)
+
+
+def round_trip_offset(size: tuple[int, int], area: int, fit: Fit = "exact") -> float:
+    """Largest displacement (px) of an edge after input -> working size -> input, as a model that
+    returns its input unchanged would give: the figure that says whether an edit shifts or zooms.
+
+    The probe is a grid of dark 3-px lines at known positions; each line's centre is located as the
+    centroid of darkness in a +-6 px window, before and after the round trip."""
+    w, h = size
+    probe = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(probe)
+    xs = [int(w * f) for f in (0.13, 0.37, 0.61, 0.87)]
+    ys = [int(h * f) for f in (0.11, 0.42, 0.58, 0.89)]
+    for x in xs:
+        draw.rectangle([x - 1, 0, x + 1, h - 1], fill="black")
+    for y in ys:
+        draw.rectangle([0, y - 1, w - 1, y + 1], fill="black")
+    g = plan(size, area, fit)
+    back = g.to_source(g.to_working(probe))
+    if back.size != size:
+        return math.inf
+    offsets = [
+        abs(a - b)
+        for positions, axis in ((xs, 0), (ys, 1))
+        for a, b in zip(_line_centres(back, positions, axis), _line_centres(probe, positions, axis), strict=True)
+    ]
+    return max(offsets)
+
+
+def _line_centres(image: Image.Image, positions: list[int], axis: int) -> list[float]:
+    dark = 255.0 - np.asarray(image.convert("L"), dtype=np.float64)
+    profile = dark.mean(axis=axis)  # axis 0: per column (x); axis 1: per row (y)
+    profile = profile - np.median(profile)
+    centres = []
+    for p in positions:
+        lo, hi = max(0, p - 6), min(len(profile), p + 7)
+        window = np.clip(profile[lo:hi], 0, None)
+        centres.append(float((window * np.arange(lo, hi)).sum() / window.sum()))
+    return centres

@@ -27,11 +27,12 @@ from qedit.engine.denoise import DenoiseInputs, LatentMask, denoise
 from qedit.engine.encode import Conditioning, check_prompt_length, encode_conditioning, encode_reference
 from qedit.engine.latents import make_scheduler, noise, pack, timesteps
 from qedit.engine.loader import Components
-from qedit.engine.postprocess import finish, metadata
+from qedit.engine.postprocess import finish
 from qedit.engine.preprocess import Prepared, prepare
 from qedit.engine.specs import ModelSpec
 from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback, Stopwatch
 from qedit.errors import InvalidInput
+from qedit.metadata import edit_metadata
 from qedit.params import SEED_MAX, EditParams
 
 
@@ -211,7 +212,7 @@ class Engine:
             watch.lap("decode")
             image = finish(working_image, prepared.geometry, request.images[-1], prepared.out_size,  # 7
                            request.params, edit_mask)  # fmt: skip
-            meta = metadata(request.params, seed=seed, steps=resolved.steps, cfg=resolved.cfg, size=image.size,
+            meta = edit_metadata(request.params, seed=seed, steps=resolved.steps, cfg=resolved.cfg, size=image.size,
                             model=self.model_id, history=request.history, parent=request.parent)  # fmt: skip
             outputs.append(EditedImage(image=image, seed=seed, metadata=meta))
             watch.lap("postprocess")

@@ -13,15 +13,14 @@ cancel a running task, or size a queue.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 
 from PIL import Image, ImageOps
 
-from qedit import __version__
 from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.errors import EditCancelled, InvalidInput
+from qedit.metadata import edit_metadata
 from qedit.params import SEED_MAX
 
 FAIL_MARKER = "[fail]"
@@ -72,8 +71,9 @@ class InstantEngine:
                 if FAIL_MARKER in params.prompt:
                     raise InstantEditFailed(f"the prompt asked the instant engine to fail ({FAIL_MARKER})")
             image = self._transform(request.images[-1], params.size)
-            outputs.append(EditedImage(image=image, seed=seed, metadata=self._metadata(request, seed, steps, cfg,
-                                                                                        image.size)))  # fmt: skip
+            outputs.append(EditedImage(image=image, seed=seed, metadata=edit_metadata(
+                request.params, seed=seed, steps=steps, cfg=cfg, size=image.size, model=self.model_id,
+                history=request.history, parent=request.parent)))  # fmt: skip
         if cancel is not None and cancel.cancelled:
             raise EditCancelled()
         return EditResult(outputs=tuple(outputs), model=self.model_id,
@@ -83,26 +83,3 @@ class InstantEngine:
     def _transform(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
         out = ImageOps.invert(image.convert("RGB"))
         return out.resize(size, Image.Resampling.BILINEAR) if size and tuple(size) != out.size else out
-
-    def _metadata(self, request: EditRequest, seed: int, steps: int, cfg: float,
-                  size: tuple[int, int]) -> dict[str, str]:  # fmt: skip
-        """The keys the real engine writes, so integrations can be tested against them."""
-        params = request.params
-        resolved = params.model_copy(update={"seed": seed, "num_inference_steps": steps, "true_cfg_scale": cfg,
-                                             "num_images": 1})  # fmt: skip
-        step = {"model": self.model_id, **resolved.model_dump(mode="json")}
-        meta = {
-            "prompt": params.prompt,
-            "negative_prompt": params.negative_prompt,
-            "seed": str(seed),
-            "steps": str(steps),
-            "cfg": f"{cfg:g}",
-            "size": f"{size[0]}x{size[1]}",
-            "model": self.model_id,
-            "engine": f"qedit {__version__}",
-            "params": json.dumps(step, ensure_ascii=False),
-            "chain": json.dumps([*request.history, step], ensure_ascii=False),
-        }
-        if request.parent:
-            meta["parent"] = request.parent
-        return meta

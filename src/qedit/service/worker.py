@@ -9,7 +9,6 @@ asked for; its completion is a conditional update, so a run that lost its lease 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 from qedit.config import Settings
 from qedit.engine.types import CancelToken, EditEngine, EditRequest, EditResult
 from qedit.errors import EditCancelled, QeditError
+from qedit.metadata import history_from_metadata
 from qedit.params import EditParams
 from qedit.service.metrics import Metrics
 from qedit.service.storage import LocalStorage
@@ -192,7 +192,7 @@ class Worker:
         last = task.inputs[-1]
         if last.get("parent_id"):
             parent = last["source"] if last["source"].startswith("task://") else f"task://{last['parent_id']}"
-            history = _history(imageio.read_metadata(self.storage.resolve(last["path"])))
+            history = history_from_metadata(imageio.read_metadata(self.storage.resolve(last["path"])))
         return EditRequest(params=EditParams.model_validate(task.params), images=images, mask=mask, parent=parent,
                            history=history)  # fmt: skip
 
@@ -232,16 +232,3 @@ class Worker:
             self.metrics.queue_wait_seconds.observe(task.queue_wait)
         if task.inference_seconds is not None:
             self.metrics.inference_seconds.observe(task.inference_seconds)
-
-
-def _history(meta: dict[str, str]) -> tuple[dict, ...]:
-    """The edit chain an input carries in its metadata (written by the engine or the instant stand-in).
-
-    Read here rather than with ``qedit.engine.postprocess.history_from_metadata`` so that chaining on
-    the ``instant`` engine does not import torch; both read the same ``chain`` key.
-    """
-    try:
-        chain = json.loads(meta.get("chain", "[]"))
-    except (json.JSONDecodeError, TypeError):
-        return ()
-    return tuple(step for step in chain if isinstance(step, dict)) if isinstance(chain, list) else ()

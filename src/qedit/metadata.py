@@ -1,0 +1,52 @@
+"""What every output carries so that it can be re-run, and the chain of edits behind it.
+
+Torch-free and shared by the engine, the service's instant stand-in, the worker and the CLI, so that
+every writer agrees on the keys and every reader of a chained input finds the same history.
+"""
+
+from __future__ import annotations
+
+import json
+
+from qedit import __version__
+from qedit.params import EditParams
+
+
+def edit_metadata(
+    params: EditParams,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    size: tuple[int, int],
+    model: str,
+    history: tuple[dict, ...] = (),
+    parent: str | None = None,
+) -> dict[str, str]:
+    """Flat strings for the file's text chunks; ``params`` (JSON) re-runs the edit exactly."""
+    update = {"seed": seed, "num_inference_steps": steps, "true_cfg_scale": cfg, "num_images": 1}
+    step = {"model": model, **params.model_copy(update=update).model_dump(mode="json")}
+    meta = {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "seed": str(seed),
+        "steps": str(steps),
+        "cfg": f"{cfg:g}",
+        "size": f"{size[0]}x{size[1]}",
+        "model": model,
+        "engine": f"qedit {__version__}",
+        "params": json.dumps(step, ensure_ascii=False),
+        "chain": json.dumps([*history, step], ensure_ascii=False),
+    }
+    if parent:
+        meta["parent"] = parent
+    return meta
+
+
+def history_from_metadata(meta: dict[str, str]) -> tuple[dict, ...]:
+    """The edits an input image already went through (from a previous output's metadata)."""
+    try:
+        chain = json.loads(meta.get("chain", "[]"))
+    except (json.JSONDecodeError, TypeError):
+        return ()
+    return tuple(step for step in chain if isinstance(step, dict)) if isinstance(chain, list) else ()

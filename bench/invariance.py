@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\ngeometry at the real models' ~1 MP working area (px, and % aspect distortion the model sees)")
     print("  input       working: exact / reference   round trip: exact / reference-stretched-back"
           "   reference aspect error   reference kept-aspect back: edge off by")  # fmt: skip
-    for size in [(1920, 1080), (1080, 1920), (3000, 400), (1000, 1000), *(r["size"] for r in rows)]:
+    for size in dict.fromkeys([(1920, 1080), (1080, 1920), (3000, 400), (1000, 1000), *(r["size"] for r in rows)]):
         e, r = plan(size, MP, "exact"), plan(size, MP, "reference")
         aspect = (r.scale[0] / r.scale[1] - 1) * 100
         w, h = r.working

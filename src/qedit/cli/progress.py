@@ -22,11 +22,14 @@ def step_bar(
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=leave,
-               position=position)  # fmt: skip
+    bar: tqdm | None = None  # made at the first step, when the total is known (no "0step" flash)
 
     def on_step(step: int, total: int, elapsed: float) -> None:
-        if bar.total != total:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=leave,
+                       position=position)  # fmt: skip
+        elif bar.total != total:
             bar.total = total
             bar.refresh()
         bar.update(step - bar.n)
@@ -34,4 +37,5 @@ def step_bar(
     try:
         yield on_step
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()

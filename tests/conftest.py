@@ -51,3 +51,17 @@ def tiny_plus_engine(tiny_plus_path: Path):
     from qedit.engine.pipeline import Engine
 
     return Engine.load(str(tiny_plus_path))
+
+
+REDIS_URL = os.environ.get("QEDIT_TEST_REDIS", "redis://127.0.0.1:6379/11")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis (a database of its own); skips, saying why, when none is reachable."""
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as e:
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable ({type(e).__name__}); set QEDIT_TEST_REDIS")
+    return REDIS_URL

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # -- keys, limits, usage -----------------------------------------------------------------------
     price_per_image: float = Field(default=DEFAULT_PRICE_PER_IMAGE, ge=0)
     rate_limit_rpm: int = Field(default=600, ge=1, description="requests per minute per key (keys may override)")
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="redis:// URL to share the per-key rate limit between API processes (default: per process)",
+    )
     max_concurrent_tasks: int = Field(default=8, ge=1, description="queued+running per key (keys may override)")
 
     @model_validator(mode="after")

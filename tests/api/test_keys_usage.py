@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
-from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.api.server import Server, b64, free_port, png_bytes, wait_status
 
 
 def test_usage_counts_images_compute_and_cost(server: Server, client: httpx.Client) -> None:
@@ -27,6 +29,31 @@ def test_requests_per_minute_limit_answers_429_with_retry_after(server: Server) 
         r = c.get("/v1/edits")
         assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
         assert "3 requests per minute" in r.json()["error"]["message"]
+
+
+def test_rate_limit_is_shared_between_api_processes_through_redis(tmp_path: Path, redis_url: str) -> None:
+    """Two API servers on one store and one Redis: a key gets its limit once, not once per process."""
+    env = {"QEDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}", "QEDIT_RATE_LIMIT_URL": redis_url,
+           "QEDIT_WORKERS": "0"}  # fmt: skip
+    a, b = Server(tmp_path / "a", env), Server(tmp_path / "b", env)
+    try:
+        a.start(wait_ready=False), b.start(wait_ready=False)  # API only: no model to be ready
+        key = a.create_key("shared", rate_limit_rpm=4)
+        with a.client(key) as ca, b.client(key) as cb:
+            codes = [c.get("/v1/edits").status_code for c in (ca, cb, ca, cb)]
+            assert codes == [200, 200, 200, 200]
+            r = cb.get("/v1/edits")
+            assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+            assert ca.get("/v1/edits").status_code == 429
+    finally:
+        a.stop(), b.stop()
+
+
+def test_shared_limiter_lets_requests_through_when_redis_is_down() -> None:
+    from qedit.api.deps import SharedRateLimiter
+
+    limiter = SharedRateLimiter(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    assert [limiter.check("k", 1) for _ in range(3)] == [None, None, None]
 
 
 def test_concurrent_task_limit_answers_429_and_queues_nothing(server: Server) -> None:

@@ -20,18 +20,6 @@ import pytest
 from tests.api.server import Server, b64, png_bytes, wait_status
 from tests.service.conftest import postgres_schema_url
 
-REDIS_URL = os.environ.get("QEDIT_TEST_REDIS", "redis://127.0.0.1:6379/11")
-
-
-@pytest.fixture
-def broker() -> str:
-    redis = pytest.importorskip("redis", reason="redis-py is not installed")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except Exception as e:
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable ({type(e).__name__}); set QEDIT_TEST_REDIS")
-    return REDIS_URL
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
@@ -59,9 +47,11 @@ class WorkerProcess:
                 self.kill()
 
 
-def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(tmp_path: Path, broker: str, pg_url: str) -> None:
+def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(
+    tmp_path: Path, redis_url: str, pg_url: str
+) -> None:
     queue = f"qedit-{uuid.uuid4().hex[:8]}"
-    env = {"QEDIT_DISPATCH": "celery", "QEDIT_BROKER_URL": broker, "QEDIT_CELERY_QUEUE": queue,
+    env = {"QEDIT_DISPATCH": "celery", "QEDIT_BROKER_URL": redis_url, "QEDIT_CELERY_QUEUE": queue,
            "QEDIT_DATABASE_URL": pg_url, "QEDIT_AUTH": "none", "QEDIT_SECRET": "test-secret",
            "QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_LEASE_SECONDS": "5", "QEDIT_SWEEP_INTERVAL": "0.5"}  # fmt: skip
     api = Server(tmp_path, env).start()

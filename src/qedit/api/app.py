@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from qedit import __version__
 from qedit.api import errors
-from qedit.api.deps import RateLimiter
+from qedit.api.deps import rate_limiter
 from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
 from qedit.config import Settings
 from qedit.engine.types import EditEngine
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, engine_factory: Callable[[Settings], EditE
 
     app = FastAPI(title="qedit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
-    app.state.rate_limiter = RateLimiter()
+    app.state.rate_limiter = rate_limiter(settings)
     errors.install(app)
     for module in (native, wavespeed, openai, aggregator, files, ops):
         app.include_router(module.router)

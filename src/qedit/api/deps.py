@@ -7,15 +7,18 @@ A key sees only its own tasks: every lookup goes through ``Caller.scope``. In lo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 import time
+import uuid
 from collections import deque
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from qedit.api.errors import ApiError
+from qedit.config import Settings
 from qedit.service.services import Services
 from qedit.service.store import ApiKey
 
@@ -23,6 +26,8 @@ from qedit.service.store import ApiKey
 def get_services(request: Request) -> Services:
     return request.app.state.services
 
+
+logger = logging.getLogger(__name__)
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -59,6 +64,49 @@ class RateLimiter:
                 return 60.0 - (now - hits[0])
             hits.append(now)
             return None
+
+
+class SharedRateLimiter:
+    """The same sliding window kept in Redis, so that every API process counts against one limit.
+
+    One Lua script per check (atomic; Redis's clock, so hosts need not agree on the time). If Redis
+    cannot be reached the request is let through and a warning logged: an outage of the limiter
+    should not become an outage of the API.
+    """
+
+    SCRIPT = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60)
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+      local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+      return tostring(60 - (now - tonumber(oldest[2])))
+    end
+    redis.call('ZADD', KEYS[1], now, ARGV[2])
+    redis.call('EXPIRE', KEYS[1], 61)
+    return false
+    """
+
+    def __init__(self, url: str, prefix: str = "qedit:rpm:") -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._script = self._client.register_script(self.SCRIPT)
+        self._prefix = prefix
+
+    def check(self, key_id: str, limit: int, now: float | None = None) -> float | None:
+        import redis
+
+        try:
+            wait = self._script(keys=[self._prefix + key_id], args=[limit, uuid.uuid4().hex])
+        except redis.RedisError as e:
+            logger.warning("rate limiter unreachable (%s): request let through", e)
+            return None
+        return None if wait is None else float(wait)
+
+
+def rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter:
+    return SharedRateLimiter(settings.rate_limit_url) if settings.rate_limit_url else RateLimiter()
 
 
 def _bearer(request: Request) -> str | None:

@@ -92,3 +92,21 @@ def test_missing_or_wrong_key_is_401(server, client: httpx.Client) -> None:  # t
     with server.client("qk_wrong") as wrong:
         assert wrong.get("/v1/edits").status_code == 401
     assert client.get("/v1/edits").json()["data"] == []
+
+
+def test_a_snapshot_dir_model_limits_images_at_submit(tmp_path, tiny_path) -> None:  # type: ignore[no-untyped-def]
+    """The served snapshot (tiny: Qwen-Image-Edit, one image) is read at submit, before any model loads."""
+    from tests.api.server import Server
+
+    srv = Server(tmp_path, {"QEDIT_MODEL": str(tiny_path), "QEDIT_AUTH": "none", "QEDIT_WORKERS": "0"})
+    try:
+        srv.start(wait_ready=False)
+        with srv.client() as c:
+            r = c.post("/v1/edits", json={"prompt": "x", "images": [OK, OK]})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == "images" and "at most 1" in err["message"] and "got 2" in err["message"]
+            assert c.get("/v1/edits").json()["data"] == []
+            assert c.post("/v1/edits", json={"prompt": "x", "images": [OK]}).status_code == 202
+    finally:
+        srv.stop()

@@ -37,9 +37,18 @@ def model_max_images(services: Services) -> int:
     settings = services.settings
     if settings.model == "instant":
         return settings.max_images
+    from pathlib import Path
+
+    from qedit.engine.loader import detect_spec
     from qedit.engine.specs import SPECS
+    from qedit.errors import ModelLoadError
 
     spec = SPECS.get(settings.model)
+    if spec is None and Path(settings.model).is_dir():
+        try:
+            spec = detect_spec(Path(settings.model))  # reads model_index.json only
+        except ModelLoadError:
+            spec = None  # the worker reports the broken snapshot; the engine checks the count then
     return min(spec.max_images, settings.max_images) if spec else settings.max_images
 
 

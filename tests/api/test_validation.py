@@ -85,6 +85,17 @@ def test_bad_wavespeed_input_uses_its_envelope(client: httpx.Client) -> None:
     assert client.get("/api/v3/predictions").json()["data"]["total"] == 0
 
 
+def test_a_bad_size_is_named_by_every_interface(client: httpx.Client) -> None:
+    png = png_bytes()
+    r = client.post("/v1/images/edits", files=[("image", ("a.png", png, "image/png"))],
+                    data={"prompt": "x", "size": "2000x512"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["param"] == "size" and "2000" in r.json()["error"]["message"]
+    r = client.post("/v1/images/generations", json={"prompt": "x", "image_urls": [f"data:image/png;base64,{OK}"],
+                                                     "size": "512x10"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["param"] == "size" and "256-1536" in r.json()["error"]["message"]
+    assert client.get("/v1/edits").json()["data"] == []
+
+
 def test_missing_or_wrong_key_is_401(server, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     with server.client() as anonymous:
         r = anonymous.post("/v1/edits", json={"prompt": "x", "images": [OK]})

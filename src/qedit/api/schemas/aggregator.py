@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qedit.errors import InvalidInput
-from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams, parse_size, validate
+from qedit.api.schemas import SizeText, size_or_none
+from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams, validate
 from qedit.service.fetch import MAX_URL_CHARS
 
 MODELS = ("qwen-image-edit", "qwen-image-edit-plus")
@@ -37,7 +37,7 @@ class GenerationCreate(BaseModel):
     image_urls: list[str] = Field(min_length=1, max_length=3, description="1-3 reference images (URL or data URI)")
     mask_url: str | None = Field(default=None, description="white = may change; same size as the last image")
     callback_url: str | None = Field(default=None, max_length=MAX_URL_CHARS, description="HTTPS callback")
-    size: str | None = Field(default=None, description="WxH output size, 256-1536 per side; default: the input's")
+    size: SizeText | None = Field(default=None, description="WxH output size, 256-1536 per side; default: the input's")
     n: int = Field(default=1, ge=1, le=NUM_MAX)
     seed: int = Field(default=-1, ge=-1, le=SEED_MAX)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
@@ -51,20 +51,10 @@ class GenerationCreate(BaseModel):
             raise ValueError(f"at most {MAX_TOKENS} tokens allowed, got about {n}")
         return v
 
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_size(v)
-            except InvalidInput as e:
-                raise ValueError(e.message) from None
-        return v
-
     def to_params(self) -> EditParams:
         data: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "seed": self.seed}
-        if self.size:
-            data["size"] = parse_size(self.size)
+        if (size := size_or_none(self.size)) is not None:
+            data["size"] = size
         if self.negative_prompt is not None:
             data["negative_prompt"] = self.negative_prompt
         return validate(EditParams, data)

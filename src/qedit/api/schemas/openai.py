@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from qedit.errors import InvalidInput
+from qedit.api.schemas import SizeText, size_or_none
 from qedit.params import (
     CFG_MAX,
     CFG_MIN,
@@ -22,7 +22,6 @@ from qedit.params import (
     STEPS_MAX,
     STEPS_MIN,
     EditParams,
-    parse_size,
     validate,
 )
 
@@ -36,7 +35,7 @@ class OpenAIEdit(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     n: int = Field(default=1, ge=1, le=NUM_MAX, description=f"images to make, 1-{NUM_MAX}")
-    size: str = Field(default="auto", description="WxH, 256-1536 per side, or auto (the input's size)")
+    size: SizeText = Field(default="auto", description="WxH, 256-1536 per side, or auto (the input's size)")
     response_format: Literal["url", "b64_json"] = "url"
     output_format: Literal["png", "jpeg", "webp"] = "png"
     model: str | None = Field(default=None, description="accepted for compatibility; the served model is used")
@@ -53,20 +52,10 @@ class OpenAIEdit(BaseModel):
     num_inference_steps: int | None = Field(default=None, ge=STEPS_MIN, le=STEPS_MAX)
     true_cfg_scale: float | None = Field(default=None, ge=CFG_MIN, le=CFG_MAX)
 
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v: str) -> str:
-        if v != "auto":
-            try:
-                parse_size(v)
-            except InvalidInput as e:
-                raise ValueError(e.message) from None
-        return v
-
     def to_params(self) -> EditParams:
         data: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "seed": self.seed}
-        if self.size != "auto":
-            data["size"] = parse_size(self.size)
+        if (size := size_or_none(self.size)) is not None:
+            data["size"] = size
         if self.negative_prompt is not None:
             data["negative_prompt"] = self.negative_prompt
         if self.num_inference_steps is not None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from qedit.errors import InvalidInput
-from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams, parse_size, validate
+from qedit.api.schemas import SizeText, size_or_none
+from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams, validate
 
 MODEL_EDIT = "wavespeed-ai/qwen-image/edit"
 MODEL_EDIT_PLUS = "wavespeed-ai/qwen-image/edit-plus"
@@ -21,27 +21,17 @@ class WaveSpeedCommon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The positive prompt.")
-    size: str | None = Field(default=None, description="The size of the generated media in pixels (width*height), "
+    size: SizeText | None = Field(default=None, description="The size of the generated media in pixels (width*height), "
                                                        "256 ~ 1536 per dimension.")  # fmt: skip
     seed: int = Field(default=-1, ge=-1, le=SEED_MAX, description="-1 means a random seed will be used.")
     output_format: Literal["jpeg", "png", "webp"] = "jpeg"
     enable_base64_output: bool = Field(default=False, description="Outputs as BASE64 data URIs instead of URLs.")
     enable_sync_mode: bool = Field(default=False, description="Wait for the result and answer with it.")
 
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_size(v)
-            except InvalidInput as e:
-                raise ValueError(e.message) from None
-        return v
-
     def to_params(self) -> EditParams:
         data: dict[str, Any] = {"prompt": self.prompt, "seed": self.seed}
-        if self.size:
-            data["size"] = parse_size(self.size)
+        if (size := size_or_none(self.size)) is not None:
+            data["size"] = size
         return validate(EditParams, data)
 
     @property

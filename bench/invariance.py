@@ -117,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print("  ".join(_fmt(r[k]).ljust(w) for k, w in zip(keys, widths, strict=True)))
     print("\ngeometry at the real models' ~1 MP working area (px, and % aspect distortion the model sees)")
-    print("  input       working: exact / reference   round trip: exact / reference-stretched-back"
-          "   reference aspect error   reference kept-aspect back: edge off by")  # fmt: skip
+    print(
+        "  input       working: exact / reference   round trip: exact / reference-stretched-back"
+        "   reference aspect error   reference kept-aspect back: edge off by"
+    )
     for size in dict.fromkeys([(1920, 1080), (1080, 1920), (3000, 400), (1000, 1000), *(r["size"] for r in rows)]):
         e, r = plan(size, MP, "exact"), plan(size, MP, "reference")
         aspect = (r.scale[0] / r.scale[1] - 1) * 100
         w, h = r.working
         kept_aspect = abs(h * size[0] / w - size[1])  # the output scaled back to the input's width
-        print(f"  {size[0]:>4}x{size[1]:<5} {e.working[0]}x{e.working[1]} / {w}x{h}"
-              f"   {round_trip_offset(size, MP, 'exact'):.2f} / {round_trip_offset(size, MP, 'reference'):.2f}"
-              f"   {aspect:+.2f}%   {kept_aspect:.1f}")  # fmt: skip
+        print(
+            f"  {size[0]:>4}x{size[1]:<5} {e.working[0]}x{e.working[1]} / {w}x{h}"
+            f"   {round_trip_offset(size, MP, 'exact'):.2f} / {round_trip_offset(size, MP, 'reference'):.2f}"
+            f"   {aspect:+.2f}%   {kept_aspect:.1f}"
+        )
     return 1 if bad else 0
 
 

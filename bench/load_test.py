@@ -49,10 +49,28 @@ def start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes],
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("QEDIT_")}
-    env.update({"QEDIT_MODEL": "instant", "QEDIT_AUTH": "none", "QEDIT_DATA_DIR": str(data_dir),
-                "QEDIT_WORKERS": str(workers), "QEDIT_INSTANT_STEP_DELAY": "0"})  # fmt: skip
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "qedit.api.main:app_from_env", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    env.update(
+        {
+            "QEDIT_MODEL": "instant",
+            "QEDIT_AUTH": "none",
+            "QEDIT_DATA_DIR": str(data_dir),
+            "QEDIT_WORKERS": str(workers),
+            "QEDIT_INSTANT_STEP_DELAY": "0",
+        }
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "qedit.api.main:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

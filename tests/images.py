@@ -22,8 +22,10 @@ def pattern(size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
     y = np.linspace(0, 1, h)[:, None]
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 1, 3)
-    rgb = np.stack([(x * 0.8 + phase[0] * 0.2) + 0 * y, (y * 0.8 + phase[1] * 0.2) + 0 * x,
-                    ((x + y) / 2 * 0.8 + phase[2] * 0.2)], axis=-1)  # fmt: skip
+    rgb = np.stack(
+        [(x * 0.8 + phase[0] * 0.2) + 0 * y, (y * 0.8 + phase[1] * 0.2) + 0 * x, ((x + y) / 2 * 0.8 + phase[2] * 0.2)],
+        axis=-1,
+    )
     a = (np.clip(rgb, 0, 1) * 200 + 20).astype(np.uint8)
     a[: h // 4, : w // 4] = RED
     return Image.fromarray(a, "RGB")
@@ -76,9 +78,17 @@ def tiff48_rgb(size: tuple[int, int] = (16, 8), colour16: tuple[int, int, int] =
     pixels[:] = colour16
     data = pixels.tobytes()
     entries = [  # (tag, type, count, value); type 3 = SHORT, 4 = LONG
-        (256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
-        (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
-    ]  # fmt: skip
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, 3, None),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, None),
+        (277, 3, 1, 3),
+        (278, 4, 1, h),
+        (279, 4, 1, len(data)),
+        (284, 3, 1, 1),
+    ]
     ifd_offset = 8
     ifd_size = 2 + 12 * len(entries) + 4
     bits_offset = ifd_offset + ifd_size
@@ -111,8 +121,11 @@ def bilevel_png(size: tuple[int, int] = (32, 32)) -> bytes:
     return encode(im, "PNG")
 
 
-def cmyk_jpeg(cmyk: tuple[int, int, int, int] = (0, 255, 255, 0), size: tuple[int, int] = (32, 32),
-              icc_profile: bytes | None = None) -> bytes:  # fmt: skip
+def cmyk_jpeg(
+    cmyk: tuple[int, int, int, int] = (0, 255, 255, 0),
+    size: tuple[int, int] = (32, 32),
+    icc_profile: bytes | None = None,
+) -> bytes:
     """A CMYK JPEG; the default colour (no cyan and black, full magenta and yellow) is red."""
     kwargs = {"quality": 95}
     if icc_profile is not None:

@@ -203,8 +203,9 @@ def test_steps_record_params_seed_model_and_parent(session: Session) -> None:
     assert recorded.parent == 0 and recorded.model == "drift" and recorded.seed == 7
     assert recorded.edit_params == params
     assert recorded.mask == "masks/001.png"
-    assert np.array_equal(np.asarray(Image.open(session.path(recorded.mask))), np.asarray(rect_mask((256, 192),
-                          (90, 70, 150, 130))))  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(session.path(recorded.mask))), np.asarray(rect_mask((256, 192), (90, 70, 150, 130)))
+    )
     sessions.edit(session, engine, EditParams(prompt="now red"))
     assert [h["prompt"] for h in engine.calls[1].history] == ["make the sign blue"]
     assert engine.calls[1].images[-1].tobytes() == session.image(1).tobytes()  # edits HEAD

@@ -167,8 +167,9 @@ def _open(source: bytes | str | Path, field: str, *, load: bool = True) -> Image
     except Image.DecompressionBombError:
         raise InvalidInput(f"image is too large (more than {MAX_PIXELS} pixels allowed)", field=field) from None
     except UnidentifiedImageError:
-        raise InvalidInput(f"cannot read image: not an image file in a known format (allowed: {ALLOWED_NAMES})",
-                           field=field) from None  # fmt: skip
+        raise InvalidInput(
+            f"cannot read image: not an image file in a known format (allowed: {ALLOWED_NAMES})", field=field
+        ) from None
     except Exception as e:  # a header so broken that the plugin itself fails
         raise InvalidInput(f"cannot read image: {_reason(e)}", field=field) from None
     fmt = image.format or "unknown"
@@ -295,8 +296,14 @@ def parameters_text(metadata: Mapping[str, str]) -> str:
     lines = [metadata.get("prompt", "")]
     if metadata.get("negative_prompt", "").strip():
         lines.append(f"Negative prompt: {metadata['negative_prompt']}")
-    known = (("steps", "Steps"), ("cfg", "CFG scale"), ("seed", "Seed"), ("size", "Size"), ("model", "Model"),
-             ("engine", "Engine"))  # fmt: skip
+    known = (
+        ("steps", "Steps"),
+        ("cfg", "CFG scale"),
+        ("seed", "Seed"),
+        ("size", "Size"),
+        ("model", "Model"),
+        ("engine", "Engine"),
+    )
     pairs = [f"{label}: {metadata[key]}" for key, label in known if key in metadata]
     if pairs:
         lines.append(", ".join(pairs))

@@ -77,8 +77,10 @@ class Step:
 
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
-        raise InvalidInput(f"session names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
-                           f"digit; got {name!r}", field="name")  # fmt: skip
+        raise InvalidInput(
+            f"session names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; got {name!r}",
+            field="name",
+        )
     return name
 
 
@@ -152,8 +154,9 @@ class Session:
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise InvalidInput(f"no session at {self.directory} (start one with: qedit session new)",
-                               field="name") from None  # fmt: skip
+            raise InvalidInput(
+                f"no session at {self.directory} (start one with: qedit session new)", field="name"
+            ) from None
         except (OSError, ValueError) as e:
             raise QeditError(f"cannot read {path}: {e}", field="session") from None
         try:
@@ -264,9 +267,17 @@ class Session:
             new = []
             for k, (image, seed, metadata) in enumerate(images):
                 index = first + k
-                step = Step(index=index, parent=parent, image=f"steps/{index:03d}.png", size=image.size,
-                            created=_now(), params=params.model_dump(mode="json"), model=model, seed=seed,
-                            mask=mask_name)  # fmt: skip
+                step = Step(
+                    index=index,
+                    parent=parent,
+                    image=f"steps/{index:03d}.png",
+                    size=image.size,
+                    created=_now(),
+                    params=params.model_dump(mode="json"),
+                    model=model,
+                    seed=seed,
+                    mask=mask_name,
+                )
                 _atomic_write(self.path(step.image), imageio.encode_image(image.convert("RGB"), "png", metadata))
                 new.append(step)
             self.steps.extend(new)
@@ -335,12 +346,18 @@ def edit(
     if params.box_mask:
         if mask is not None:
             raise InvalidInput("use a mask or box_mask, not both", field="mask")
-        edit_mask = masks.prepare_edit_mask(masks.boxes_mask(base.size, params.boxes), base.size,
-                                            params.mask_grow, params.mask_feather)  # fmt: skip
+        edit_mask = masks.prepare_edit_mask(
+            masks.boxes_mask(base.size, params.boxes), base.size, params.mask_grow, params.mask_feather
+        )
     elif mask is not None:
         edit_mask = masks.prepare_edit_mask(mask, base.size, params.mask_grow, params.mask_feather)
-    request = EditRequest(params=params, images=(base,), mask=mask, parent=str(session.path(base_step.image)),
-                          history=session.history(base_index))  # fmt: skip
+    request = EditRequest(
+        params=params,
+        images=(base,),
+        mask=mask,
+        parent=str(session.path(base_step.image)),
+        history=session.history(base_index),
+    )
     result = engine.edit(request, on_step=on_step, cancel=cancel)
     outputs = []
     for out in result.outputs:

@@ -24,8 +24,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Dev settings: http and loopback URLs allowed (local image hosts, local webhook receivers)."""
-    env = {"QEDIT_ALLOW_PRIVATE_URLS": "true", "QEDIT_ALLOW_HTTP_URLS": "true", "QEDIT_WEBHOOK_BACKOFF": "0.2",
-           "QEDIT_WEBHOOK_TIMEOUT": "3", "QEDIT_INSTANT_STEP_DELAY": "0.03"}  # fmt: skip
+    env = {
+        "QEDIT_ALLOW_PRIVATE_URLS": "true",
+        "QEDIT_ALLOW_HTTP_URLS": "true",
+        "QEDIT_WEBHOOK_BACKOFF": "0.2",
+        "QEDIT_WEBHOOK_TIMEOUT": "3",
+        "QEDIT_INSTANT_STEP_DELAY": "0.03",
+    }
     srv = Server(tmp_path_factory.mktemp("dev"), env).start()
     yield srv
     srv.stop()

@@ -34,8 +34,9 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                                  time.time()))  # fmt: skip
+                receiver.received.append(
+                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                )
                 failing = len(receiver.received) <= receiver.fail_first
                 self.send_response(500 if failing else 200)
                 self.send_header("content-length", "0")

@@ -28,8 +28,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def png_bytes(size: tuple[int, int] = (480, 400), colour: tuple[int, int, int] = (20, 160, 60), fmt: str = "PNG",
-              mode: str = "RGB") -> bytes:  # fmt: skip
+def png_bytes(
+    size: tuple[int, int] = (480, 400),
+    colour: tuple[int, int, int] = (20, 160, 60),
+    fmt: str = "PNG",
+    mode: str = "RGB",
+) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, colour if mode == "RGB" else 255).save(buf, fmt)
     return buf.getvalue()
@@ -63,20 +67,33 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QEDIT_") or k == "QEDIT_CACHE"}
-        env.update({
-            "QEDIT_DATA_DIR": str(self.data_dir),
-            "QEDIT_MODEL": "instant",
-            "QEDIT_SWEEP_INTERVAL": "0.5",
-            "PYTHONUNBUFFERED": "1",
-        })  # fmt: skip
+        env.update(
+            {
+                "QEDIT_DATA_DIR": str(self.data_dir),
+                "QEDIT_MODEL": "instant",
+                "QEDIT_SWEEP_INTERVAL": "0.5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60.0, wait_ready: bool = True) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "qedit.api.main:app_from_env", "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "qedit.api.main:app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         path = "/readyz" if wait_ready else "/healthz"
@@ -131,8 +148,13 @@ class Server:
             store.close()
 
 
-def wait_status(client: httpx.Client, task_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
-                timeout: float = 20.0, path: str = "/v1/edits/{id}") -> dict:  # fmt: skip
+def wait_status(
+    client: httpx.Client,
+    task_id: str,
+    statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    timeout: float = 20.0,
+    path: str = "/v1/edits/{id}",
+) -> dict:
     """Poll until the task reaches one of ``statuses``; the last view otherwise (the test then fails on it)."""
     deadline = time.monotonic() + timeout
     body: dict = {}

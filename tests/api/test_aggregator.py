@@ -22,9 +22,17 @@ def host() -> Iterator[Receiver]:
 
 
 def test_task_from_image_urls_to_callback(dev_client: httpx.Client, host: Receiver) -> None:
-    r = dev_client.post("/v1/images/generations", json={
-        "model": "qwen-image-edit", "prompt": "把猫换成狗 and keep the sofa", "image_urls": [host.url + "/cat.png"],
-        "mask_url": host.url + "/mask.png", "callback_url": host.url + "/done", "n": 2})  # fmt: skip
+    r = dev_client.post(
+        "/v1/images/generations",
+        json={
+            "model": "qwen-image-edit",
+            "prompt": "把猫换成狗 and keep the sofa",
+            "image_urls": [host.url + "/cat.png"],
+            "mask_url": host.url + "/mask.png",
+            "callback_url": host.url + "/done",
+            "n": 2,
+        },
+    )
     assert r.status_code == 200, r.text
     created = r.json()
     assert created["status"] == "queued" and created["model"] == "qwen-image-edit"
@@ -37,16 +45,19 @@ def test_task_from_image_urls_to_callback(dev_client: httpx.Client, host: Receiv
     assert callback["task_id"] == created["task_id"] and callback["status"] == "succeeded"
 
 
-@pytest.mark.parametrize(("body", "field", "words"), [
-    ({"model": "dall-e-3"}, "model", ["qwen-image-edit"]),
-    ({"prompt": "猫" * 2001}, "prompt", ["2000 tokens", "2001"]),
-    ({"prompt": "x" * 8001}, "prompt", ["8000 characters", "8001"]),
-    ({"image_urls": []}, "image_urls", ["at least 1"]),
-    ({"image_urls": ["https://example.com/a.png"] * 4}, "image_urls", ["at most 3"]),
-    ({"callback_url": "http://example.com/cb"}, "callback_url", ["https"]),
-    ({"callback_url": "https://10.0.0.8/cb"}, "callback_url", ["10.0.0.8"]),
-    ({"callback_url": "https://e.com/" + "x" * 2100}, "callback_url", ["2048"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"model": "dall-e-3"}, "model", ["qwen-image-edit"]),
+        ({"prompt": "猫" * 2001}, "prompt", ["2000 tokens", "2001"]),
+        ({"prompt": "x" * 8001}, "prompt", ["8000 characters", "8001"]),
+        ({"image_urls": []}, "image_urls", ["at least 1"]),
+        ({"image_urls": ["https://example.com/a.png"] * 4}, "image_urls", ["at most 3"]),
+        ({"callback_url": "http://example.com/cb"}, "callback_url", ["https"]),
+        ({"callback_url": "https://10.0.0.8/cb"}, "callback_url", ["10.0.0.8"]),
+        ({"callback_url": "https://e.com/" + "x" * 2100}, "callback_url", ["2048"]),
+    ],
+)
 def test_bad_requests_name_the_field(client: httpx.Client, body: dict, field: str, words: list[str]) -> None:
     full = {"model": "qwen-image-edit", "prompt": "x", "image_urls": ["https://example.com/a.png"], **body}
     r = client.post("/v1/images/generations", json=full)

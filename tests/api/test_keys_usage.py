@@ -33,8 +33,11 @@ def test_requests_per_minute_limit_answers_429_with_retry_after(server: Server) 
 
 def test_rate_limit_is_shared_between_api_processes_through_redis(tmp_path: Path, redis_url: str) -> None:
     """Two API servers on one store and one Redis: a key gets its limit once, not once per process."""
-    env = {"QEDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}", "QEDIT_RATE_LIMIT_URL": redis_url,
-           "QEDIT_WORKERS": "0"}  # fmt: skip
+    env = {
+        "QEDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "QEDIT_RATE_LIMIT_URL": redis_url,
+        "QEDIT_WORKERS": "0",
+    }
     a, b = Server(tmp_path / "a", env), Server(tmp_path / "b", env)
     try:
         a.start(wait_ready=False), b.start(wait_ready=False)  # API only: no model to be ready

@@ -10,9 +10,23 @@ from tests.api.server import ROOT
 
 
 def test_concurrent_submissions_are_neither_lost_nor_duplicated() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "load_test.py"), "--submissions", "120",
-                          "--concurrency", "12", "--timeout", "120", "--json"],
-                         capture_output=True, text=True, timeout=240, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load_test.py"),
+            "--submissions",
+            "120",
+            "--concurrency",
+            "12",
+            "--timeout",
+            "120",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0, (report, out.stderr[-2000:])
     assert (report["accepted"], report["completed"]) == (120, 120)

@@ -48,8 +48,7 @@ def test_several_outputs_get_consecutive_seeds_and_the_requested_size(client: ht
 
 
 def test_sync_mode_answers_with_the_result(client: httpx.Client) -> None:
-    r = client.post("/v1/edits", json={"prompt": "x", "images": [data_uri(png_bytes())], "sync": True,
-                                       "base64": True})  # fmt: skip
+    r = client.post("/v1/edits", json={"prompt": "x", "images": [data_uri(png_bytes())], "sync": True, "base64": True})
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
     assert r.json()["status"] == "completed" and out["b64_json"]

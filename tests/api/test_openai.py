@@ -18,8 +18,12 @@ def _sdk(server: Server, key: str) -> openai.OpenAI:
 
 
 def test_edit_returns_b64_json(server: Server, key: str) -> None:
-    result = _sdk(server, key).images.edit(image=("in.png", png_bytes(), "image/png"), prompt="make it night",
-                                           response_format="b64_json", output_format="png")  # fmt: skip
+    result = _sdk(server, key).images.edit(
+        image=("in.png", png_bytes(), "image/png"),
+        prompt="make it night",
+        response_format="b64_json",
+        output_format="png",
+    )
     assert result.data and result.data[0].b64_json
     image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
     assert image.size == (480, 400) and result.size == "480x400" and result.output_format == "png"

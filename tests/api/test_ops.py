@@ -28,7 +28,7 @@ def test_health_ready_and_docs(server: Server) -> None:
         "/v1/edits/{task_id}/events",
         "/v1/usage",
     ):
-        assert path in spec["paths"], path  # fmt: skip
+        assert path in spec["paths"], path
     seed = spec["components"]["schemas"]["WaveSpeedEdit"]["properties"]["seed"]
     assert (seed["minimum"], seed["maximum"]) == (-1, 2147483647)
     steps = spec["components"]["schemas"]["EditCreate"]["properties"]["num_inference_steps"]

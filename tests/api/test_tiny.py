@@ -32,8 +32,15 @@ def tiny_key(tiny_server: Server) -> str:
 
 def test_native_edit_runs_the_model_with_progress_and_metadata(tiny_server: Server, tiny_key: str) -> None:
     with tiny_server.client(tiny_key) as c:
-        created = c.post("/v1/edits", json={"prompt": "make the sky purple", "images": [b64(png_bytes((448, 384)))],
-                                            "num_inference_steps": 3, "seed": 11}).json()  # fmt: skip
+        created = c.post(
+            "/v1/edits",
+            json={
+                "prompt": "make the sky purple",
+                "images": [b64(png_bytes((448, 384)))],
+                "num_inference_steps": 3,
+                "seed": 11,
+            },
+        ).json()
         events = []
         with c.stream("GET", f"/v1/edits/{created['id']}/events", timeout=120) as r:
             events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
@@ -51,8 +58,9 @@ def test_chained_edit_carries_the_history(tiny_server: Server, tiny_key: str) ->
     with tiny_server.client(tiny_key) as c:
         body = {"prompt": "step one", "images": [b64(png_bytes())], "num_inference_steps": 1}
         first = wait_status(c, c.post("/v1/edits", json=body).json()["id"], timeout=120)
-        second_id = c.post("/v1/edits", json={**body, "prompt": "step two",
-                                             "images": [f"task://{first['id']}/0"]}).json()["id"]  # fmt: skip
+        second_id = c.post(
+            "/v1/edits", json={**body, "prompt": "step two", "images": [f"task://{first['id']}/0"]}
+        ).json()["id"]
         second = wait_status(c, second_id, timeout=120)
     assert second["status"] == "completed" and second["parent_id"] == first["id"]
     chain = json.loads(second["outputs"][0]["metadata"]["chain"])
@@ -62,8 +70,12 @@ def test_chained_edit_carries_the_history(tiny_server: Server, tiny_key: str) ->
 
 def test_sdks_work_against_the_real_engine(tiny_server: Server, tiny_key: str) -> None:
     ws = wavespeed.Client(api_key=tiny_key, base_url=tiny_server.url, max_connection_retries=0)
-    out = ws.run("wavespeed-ai/qwen-image/edit", {"prompt": "x", "image": b64(png_bytes()), "size": "512*512"},
-                 poll_interval=0.1, timeout=120)  # fmt: skip
+    out = ws.run(
+        "wavespeed-ai/qwen-image/edit",
+        {"prompt": "x", "image": b64(png_bytes()), "size": "512*512"},
+        poll_interval=0.1,
+        timeout=120,
+    )
     assert Image.open(io.BytesIO(httpx.get(out["outputs"][0]).content)).size == (512, 512)
     client = openai.OpenAI(api_key=tiny_key, base_url=f"{tiny_server.url}/v1", max_retries=0, timeout=120)
     result = client.images.edit(image=("a.png", png_bytes(), "image/png"), prompt="x", response_format="b64_json")

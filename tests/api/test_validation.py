@@ -29,8 +29,12 @@ CASES = [
     ("n", {"prompt": "x", "images": [OK], "num_images": 5}, "num_images", ["4", "5"]),
     ("unknown field", {"prompt": "x", "images": [OK], "strenght": 0.5}, "strenght", ["not a known field"]),
     ("box_mask without boxes", {"prompt": "x", "images": [OK], "box_mask": True}, "box_mask", ["box"]),
-    ("mask size", {"prompt": "x", "images": [OK], "mask": b64(png_bytes((512, 512), mode="L"))}, "mask",
-     ["512x512", "480x400"]),
+    (
+        "mask size",
+        {"prompt": "x", "images": [OK], "mask": b64(png_bytes((512, 512), mode="L"))},
+        "mask",
+        ["512x512", "480x400"],
+    ),
     ("http url", {"prompt": "x", "images": ["http://example.com/a.png"]}, "images[0]", ["https", "http"]),
     ("loopback url", {"prompt": "x", "images": ["https://127.0.0.1:9/a.png"]}, "images[0]", ["127.0.0.1"]),
     ("private url", {"prompt": "x", "images": ["https://10.1.2.3/a.png"]}, "images[0]", ["10.1.2.3", "private"]),
@@ -40,16 +44,25 @@ CASES = [
     ("bad task ref", {"prompt": "x", "images": ["task://nope"]}, "images[0]", ["task://"]),
     ("unknown task", {"prompt": "x", "images": ["task://" + "0" * 32 + "/0"]}, "images[0]", ["not found"]),
     ("webhook http", {"prompt": "x", "images": [OK], "webhook_url": "http://example.com/h"}, "webhook_url", ["https"]),
-    ("webhook private", {"prompt": "x", "images": [OK], "webhook_url": "https://192.168.1.1/h"}, "webhook_url",
-     ["192.168.1.1"]),
-    ("webhook too long", {"prompt": "x", "images": [OK], "webhook_url": "https://e.com/" + "a" * 2040},
-     "webhook_url", ["2048"]),
-]  # fmt: skip
+    (
+        "webhook private",
+        {"prompt": "x", "images": [OK], "webhook_url": "https://192.168.1.1/h"},
+        "webhook_url",
+        ["192.168.1.1"],
+    ),
+    (
+        "webhook too long",
+        {"prompt": "x", "images": [OK], "webhook_url": "https://e.com/" + "a" * 2040},
+        "webhook_url",
+        ["2048"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("case", "body", "field", "words"), CASES, ids=[c[0] for c in CASES])
-def test_bad_native_input_is_refused_and_nothing_is_queued(client: httpx.Client, case: str, body: dict, field: str,
-                                                           words: list[str]) -> None:  # fmt: skip
+def test_bad_native_input_is_refused_and_nothing_is_queued(
+    client: httpx.Client, case: str, body: dict, field: str, words: list[str]
+) -> None:
     r = client.post("/v1/edits", json=body)
     assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
     err = r.json()["error"]
@@ -61,8 +74,9 @@ def test_bad_native_input_is_refused_and_nothing_is_queued(client: httpx.Client,
 
 def test_oversize_image_is_refused_by_bytes(client: httpx.Client) -> None:
     too_big = b"\x89PNG" + b"\0" * (10 * 1024 * 1024)
-    r = client.post("/v1/edits/upload", files=[("image", ("big.png", too_big, "image/png"))],
-                    data={"params": '{"prompt": "x"}'})  # fmt: skip
+    r = client.post(
+        "/v1/edits/upload", files=[("image", ("big.png", too_big, "image/png"))], data={"params": '{"prompt": "x"}'}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "image[0]" and "10485760" in r.json()["error"]["message"]
     r = client.post("/v1/edits", json={"prompt": "x", "images": [b64(too_big)]})
@@ -87,11 +101,13 @@ def test_bad_wavespeed_input_uses_its_envelope(client: httpx.Client) -> None:
 
 def test_a_bad_size_is_named_by_every_interface(client: httpx.Client) -> None:
     png = png_bytes()
-    r = client.post("/v1/images/edits", files=[("image", ("a.png", png, "image/png"))],
-                    data={"prompt": "x", "size": "2000x512"})  # fmt: skip
+    r = client.post(
+        "/v1/images/edits", files=[("image", ("a.png", png, "image/png"))], data={"prompt": "x", "size": "2000x512"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "size" and "2000" in r.json()["error"]["message"]
-    r = client.post("/v1/images/generations", json={"prompt": "x", "image_urls": [f"data:image/png;base64,{OK}"],
-                                                     "size": "512x10"})  # fmt: skip
+    r = client.post(
+        "/v1/images/generations", json={"prompt": "x", "image_urls": [f"data:image/png;base64,{OK}"], "size": "512x10"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "size" and "256-1536" in r.json()["error"]["message"]
     assert client.get("/v1/edits").json()["data"] == []
 

@@ -19,18 +19,24 @@ def _sdk(server: Server, key: str) -> wavespeed.Client:
 
 
 def test_sdk_run_polls_to_the_result(server: Server, key: str) -> None:
-    out = _sdk(server, key).run("wavespeed-ai/qwen-image/edit", {"prompt": "red wall", "image": data_uri(png_bytes()),
-                                                                 "output_format": "png"}, poll_interval=0.05,
-                                timeout=30)  # fmt: skip
+    out = _sdk(server, key).run(
+        "wavespeed-ai/qwen-image/edit",
+        {"prompt": "red wall", "image": data_uri(png_bytes()), "output_format": "png"},
+        poll_interval=0.05,
+        timeout=30,
+    )
     assert len(out["outputs"]) == 1
     r = httpx.get(out["outputs"][0])
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).format == "PNG"
 
 
 def test_sdk_sync_mode_with_base64_output(server: Server, key: str) -> None:
-    out = _sdk(server, key).run("wavespeed-ai/qwen-image/edit", {"prompt": "x", "image": b64(png_bytes()),
-                                                                 "enable_base64_output": True, "size": "512*384"},
-                                enable_sync_mode=True, timeout=30)  # fmt: skip
+    out = _sdk(server, key).run(
+        "wavespeed-ai/qwen-image/edit",
+        {"prompt": "x", "image": b64(png_bytes()), "enable_base64_output": True, "size": "512*384"},
+        enable_sync_mode=True,
+        timeout=30,
+    )
     uri = out["outputs"][0]
     assert uri.startswith("data:image/jpeg;base64,")  # output_format defaults to jpeg
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
@@ -44,16 +50,20 @@ def test_sdk_reports_a_failed_task(server: Server, key: str) -> None:
 
 
 def test_edit_plus_takes_several_images(server: Server, key: str) -> None:
-    out = _sdk(server, key).run("wavespeed-ai/qwen-image/edit-plus",
-                                {"prompt": "the cat from picture 1 on the sofa of picture 2",
-                                 "images": [b64(png_bytes()), b64(png_bytes((512, 512)))]},
-                                poll_interval=0.05, timeout=30)  # fmt: skip
+    out = _sdk(server, key).run(
+        "wavespeed-ai/qwen-image/edit-plus",
+        {
+            "prompt": "the cat from picture 1 on the sofa of picture 2",
+            "images": [b64(png_bytes()), b64(png_bytes((512, 512)))],
+        },
+        poll_interval=0.05,
+        timeout=30,
+    )
     assert Image.open(io.BytesIO(httpx.get(out["outputs"][0]).content)).size == (512, 512)  # the last is edited
 
 
 def test_result_has_exactly_the_documented_shape(client: httpx.Client) -> None:
-    r = client.post("/api/v3/wavespeed-ai/qwen-image/edit", json={"prompt": "x", "image": b64(png_bytes()),
-                                                                  "seed": 42})  # fmt: skip
+    r = client.post("/api/v3/wavespeed-ai/qwen-image/edit", json={"prompt": "x", "image": b64(png_bytes()), "seed": 42})
     assert r.status_code == 200
     submitted = r.json()
     assert (submitted["code"], submitted["message"]) == (200, "success")
@@ -71,8 +81,12 @@ def test_result_has_exactly_the_documented_shape(client: httpx.Client) -> None:
 
 
 def test_predictions_list_and_unknown_id(client: httpx.Client) -> None:
-    ids = [client.post("/api/v3/wavespeed-ai/qwen-image/edit", json={"prompt": f"p{i}", "image": b64(png_bytes())}
-                       ).json()["data"]["id"] for i in range(3)]  # fmt: skip
+    ids = [
+        client.post("/api/v3/wavespeed-ai/qwen-image/edit", json={"prompt": f"p{i}", "image": b64(png_bytes())}).json()[
+            "data"
+        ]["id"]
+        for i in range(3)
+    ]
     listing = client.get("/api/v3/predictions", params={"page_size": 2}).json()["data"]
     assert listing["total"] == 3 and [p["id"] for p in listing["items"]] == ids[::-1][:2]
     r = client.get("/api/v3/predictions/" + "f" * 32 + "/result")

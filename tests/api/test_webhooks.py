@@ -37,11 +37,13 @@ def _wavespeed_ok(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return headers["webhook-signature"] == "v3," + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def test_native_webhook_is_retried_with_one_id_and_every_attempt_recorded(dev_client: httpx.Client,
-                                                                          receiver: Receiver) -> None:  # fmt: skip
+def test_native_webhook_is_retried_with_one_id_and_every_attempt_recorded(
+    dev_client: httpx.Client, receiver: Receiver
+) -> None:
     receiver.fail_first = 2
-    r = dev_client.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())],
-                                           "webhook_url": receiver.url + "/hook"})  # fmt: skip
+    r = dev_client.post(
+        "/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "webhook_url": receiver.url + "/hook"}
+    )
     task_id = r.json()["id"]
     got = receiver.wait_for(3)
     assert len(got) == 3
@@ -64,8 +66,11 @@ def test_native_webhook_is_retried_with_one_id_and_every_attempt_recorded(dev_cl
 
 
 def test_wavespeed_webhook_posts_the_result_data_signed_v3(dev_client: httpx.Client, receiver: Receiver) -> None:
-    r = dev_client.post("/api/v3/wavespeed-ai/qwen-image/edit", params={"webhook": receiver.url + "/ws"},
-                        json={"prompt": "x", "image": b64(png_bytes())})  # fmt: skip
+    r = dev_client.post(
+        "/api/v3/wavespeed-ai/qwen-image/edit",
+        params={"webhook": receiver.url + "/ws"},
+        json={"prompt": "x", "image": b64(png_bytes())},
+    )
     task_id = r.json()["data"]["id"]
     got = receiver.wait_for(1)[0]
     secret = dev_client.get("/api/v3/webhook/secret").json()["data"]["secret"]
@@ -77,13 +82,26 @@ def test_wavespeed_webhook_posts_the_result_data_signed_v3(dev_client: httpx.Cli
 
 
 def test_failure_and_cancellation_are_posted_too(dev_client: httpx.Client, receiver: Receiver) -> None:
-    dev_client.post("/v1/images/generations", json={"model": "qwen-image-edit", "prompt": "[fail]",
-                                                    "image_urls": [f"data:image/png;base64,{b64(png_bytes())}"],
-                                                    "callback_url": receiver.url + "/agg"})  # fmt: skip
+    dev_client.post(
+        "/v1/images/generations",
+        json={
+            "model": "qwen-image-edit",
+            "prompt": "[fail]",
+            "image_urls": [f"data:image/png;base64,{b64(png_bytes())}"],
+            "callback_url": receiver.url + "/agg",
+        },
+    )
     failed = json.loads(receiver.wait_for(1)[0].body)
     assert failed["status"] == "failed" and failed["error"]["code"] == "engine_error"
-    slow = dev_client.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "num_inference_steps": 100,
-                                              "webhook_url": receiver.url + "/n"}).json()  # fmt: skip
+    slow = dev_client.post(
+        "/v1/edits",
+        json={
+            "prompt": "x",
+            "images": [b64(png_bytes())],
+            "num_inference_steps": 100,
+            "webhook_url": receiver.url + "/n",
+        },
+    ).json()
     wait_status(dev_client, slow["id"], ("processing",))
     dev_client.delete(f"/v1/edits/{slow['id']}")
     cancelled = json.loads(receiver.wait_for(2)[1].body)
@@ -92,8 +110,9 @@ def test_failure_and_cancellation_are_posted_too(dev_client: httpx.Client, recei
 
 def test_a_receiver_that_never_answers_200_gets_4_attempts(dev_client: httpx.Client, receiver: Receiver) -> None:
     receiver.fail_first = 100
-    task_id = dev_client.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())],
-                                                 "webhook_url": receiver.url}).json()["id"]  # fmt: skip
+    task_id = dev_client.post(
+        "/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "webhook_url": receiver.url}
+    ).json()["id"]
     assert len(receiver.wait_for(4)) == 4
     for _ in range(50):
         webhook = dev_client.get(f"/v1/edits/{task_id}").json()["webhook"]

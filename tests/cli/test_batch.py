@@ -32,8 +32,9 @@ class InvertEngine:
         self.calls: list[EditRequest] = []
         self.fail_on, self.interrupt_on = fail_on, interrupt_on
 
-    def edit(self, request: EditRequest, *, on_step: StepCallback | None = None,
-             cancel: CancelToken | None = None) -> EditResult:  # fmt: skip
+    def edit(
+        self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
+    ) -> EditResult:
         self.calls.append(request)
         p = request.params
         if self.interrupt_on and request.parent and request.parent.endswith(self.interrupt_on):
@@ -51,8 +52,12 @@ class InvertEngine:
             img = ImageOps.invert(src)
             if p.size:
                 img = img.resize(p.size)
-            meta = {"prompt": p.prompt, "seed": str(base + i), "model": self.model_id,
-                    "chain": json.dumps([*request.history, {"prompt": p.prompt}])}  # fmt: skip
+            meta = {
+                "prompt": p.prompt,
+                "seed": str(base + i),
+                "model": self.model_id,
+                "chain": json.dumps([*request.history, {"prompt": p.prompt}]),
+            }
             outs.append(EditedImage(image=img, seed=base + i, metadata=meta))
         return EditResult(outputs=tuple(outs), model=self.model_id)
 
@@ -84,8 +89,18 @@ def run(*args: str) -> int:
 
 
 def test_edits_every_supported_image_once_with_one_model_load(tmp_path: Path, engine, capsys) -> None:
-    src = folder(tmp_path / "in", {"a.jpg": I.jpeg(), "b.PNG": I.png(), "c.webp": I.webp(), "d.bmp": I.bmp(),
-                                   "e.tif": I.tiff(), "notes.txt": b"hello", ".hidden.png": I.png()})  # fmt: skip
+    src = folder(
+        tmp_path / "in",
+        {
+            "a.jpg": I.jpeg(),
+            "b.PNG": I.png(),
+            "c.webp": I.webp(),
+            "d.bmp": I.bmp(),
+            "e.tif": I.tiff(),
+            "notes.txt": b"hello",
+            ".hidden.png": I.png(),
+        },
+    )
     out = tmp_path / "out"
     assert run(str(src), "-p", "invert it", "-o", str(out), "--seed", "7", "--steps", "2") == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
@@ -117,9 +132,17 @@ def test_resume_skips_finished_outputs_and_loads_nothing(tmp_path: Path, engine,
 
 
 def test_unreadable_files_are_listed_and_exit_1_without_stopping(tmp_path: Path, engine, capsys) -> None:
-    src = folder(tmp_path / "in", {"a_good.png": I.png(), "b_cut.jpg": I.truncated_jpeg(),
-                                   "c_noise.png": I.random_bytes(), "d_gif.png": I.gif(), "e_good.jpg": I.jpeg(),
-                                   "f_empty.webp": b""})  # fmt: skip
+    src = folder(
+        tmp_path / "in",
+        {
+            "a_good.png": I.png(),
+            "b_cut.jpg": I.truncated_jpeg(),
+            "c_noise.png": I.random_bytes(),
+            "d_gif.png": I.gif(),
+            "e_good.jpg": I.jpeg(),
+            "f_empty.webp": b"",
+        },
+    )
     out = tmp_path / "out"
     assert run(str(src), "-p", "x", "-o", str(out), "-q") == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_good.png", "e_good.png"]
@@ -183,7 +206,10 @@ def test_recursive_mirrors_folders_and_skips_the_output_folder(tmp_path: Path, e
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["top.png"]
     assert run(str(src), "-p", "x", "-o", str(out), "-r", "-q") == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "sub/deep/x.png", "sub/y.png", "top.png"]  # fmt: skip
+        "sub/deep/x.png",
+        "sub/y.png",
+        "top.png",
+    ]
     engine.calls.clear()
     assert run(str(src), "-p", "x", "-o", str(out), "-r", "-q") == 0
     assert engine.calls == []  # outputs were not taken as new inputs
@@ -262,11 +288,28 @@ def test_ctrl_c_keeps_finished_outputs_and_the_next_run_resumes(tmp_path: Path, 
 
 def test_tiny_model_end_to_end(tmp_path: Path, tiny_path: Path, capsys) -> None:
     """The real engine (``--model tiny``): one load, real outputs at the inputs' sizes, metadata, resume."""
-    src = folder(tmp_path / "in", {"wide.jpg": I.jpeg((300, 256)), "tall.png": I.png((256, 272)),
-                                   "broken.png": I.truncated_png()})  # fmt: skip
+    src = folder(
+        tmp_path / "in",
+        {"wide.jpg": I.jpeg((300, 256)), "tall.png": I.png((256, 272)), "broken.png": I.truncated_png()},
+    )
     out = tmp_path / "out"
-    assert run(str(src), "-p", "把招牌上的字改成“开业大吉”", "-o", str(out), "--model", "tiny", "--steps", "1",
-               "--seed", "5", "-q") == 1  # fmt: skip
+    assert (
+        run(
+            str(src),
+            "-p",
+            "把招牌上的字改成“开业大吉”",
+            "-o",
+            str(out),
+            "--model",
+            "tiny",
+            "--steps",
+            "1",
+            "--seed",
+            "5",
+            "-q",
+        )
+        == 1
+    )
     assert Image.open(out / "wide.png").size == (300, 256)
     assert Image.open(out / "tall.png").size == (256, 272)
     meta = imageio.read_metadata(out / "tall.png")

@@ -17,8 +17,9 @@ from qedit import imageio
 
 def qedit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "qedit.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "qedit.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,20 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_edit_writes_the_output_with_metadata_and_chains(photo: Path, tmp_path: Path, tiny_path: Path) -> None:
     out = tmp_path / "out.png"
-    r = qedit("edit", str(photo), "-p", "把招牌上的字改成“开业大吉”", "-o", str(out), "--model", "tiny",
-              "--steps", "2", "--seed", "12")  # fmt: skip
+    r = qedit(
+        "edit",
+        str(photo),
+        "-p",
+        "把招牌上的字改成“开业大吉”",
+        "-o",
+        str(out),
+        "--model",
+        "tiny",
+        "--steps",
+        "2",
+        "--seed",
+        "12",
+    )
     assert r.returncode == 0, r.stderr
     assert "seed 12" in r.stdout
     assert "2/2" in r.stderr  # the progress bar reached the last step
@@ -44,8 +57,21 @@ def test_edit_writes_the_output_with_metadata_and_chains(photo: Path, tmp_path: 
 
     # feed the output back in: the chain grows and keeps the first step
     out2 = tmp_path / "out2.webp"
-    r = qedit("edit", str(out), "-p", "now make it blue", "-o", str(out2), "--model", "tiny", "--steps", "1",
-              "--format", "webp", "-q")  # fmt: skip
+    r = qedit(
+        "edit",
+        str(out),
+        "-p",
+        "now make it blue",
+        "-o",
+        str(out2),
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--format",
+        "webp",
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     chain = json.loads(imageio.read_metadata(out2)["chain"])
     assert [step["prompt"] for step in chain] == ["把招牌上的字改成“开业大吉”", "now make it blue"]

@@ -15,9 +15,23 @@ from tests.api.server import b64, free_port, png_bytes
 def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     qedit = Path(sys.executable).with_name("qedit")
-    proc = subprocess.Popen([str(qedit), "serve", "--port", str(port), "--model", "instant", "--data-dir",
-                             str(tmp_path), "--log-level", "warning", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(qedit),
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            "instant",
+            "--data-dir",
+            str(tmp_path),
+            "--log-level",
+            "warning",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

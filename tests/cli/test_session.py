@@ -46,8 +46,24 @@ def test_masked_edits_log_checkout_undo_export(
     ImageDraw.Draw(mask).rectangle([24, 19, 35, 30], fill=255)
     mask.save(tmp_path / "mask.png")
     for prompt in ("paint the square green", "paint it again"):
-        code = main(["session", "edit", "poster", "-p", prompt, "--mask", "mask.png", "--mask-grow", "2",
-                     "--mask-feather", "3", "--seed", "4", "-q"])  # fmt: skip
+        code = main(
+            [
+                "session",
+                "edit",
+                "poster",
+                "-p",
+                prompt,
+                "--mask",
+                "mask.png",
+                "--mask-grow",
+                "2",
+                "--mask-feather",
+                "3",
+                "--seed",
+                "4",
+                "-q",
+            ]
+        )
         assert code == 0
     out = capsys.readouterr().out
     assert "* step 2 (from 1)  seed 4" in out
@@ -76,8 +92,23 @@ def test_masked_edits_log_checkout_undo_export(
 
 
 def test_box_mask_edit_from_the_command_line(started: Path, engine: DriftEngine) -> None:
-    code = main(["session", "edit", "poster", "-p", "write SALE in the blue box", "--box", "90,70,150,130:blue",
-                 "--box", "10,10,40,40", "--box-mask", "--mask-feather", "2", "-q"])  # fmt: skip
+    code = main(
+        [
+            "session",
+            "edit",
+            "poster",
+            "-p",
+            "write SALE in the blue box",
+            "--box",
+            "90,70,150,130:blue",
+            "--box",
+            "10,10,40,40",
+            "--box-mask",
+            "--mask-feather",
+            "2",
+            "-q",
+        ]
+    )
     assert code == 0
     params = engine.calls[0].params
     assert [b.colour for b in params.boxes] == ["blue", "red"] and params.box_mask
@@ -101,9 +132,13 @@ def test_box_mask_edit_from_the_command_line(started: Path, engine: DriftEngine)
     ],
 )
 def test_bad_appearance_input_is_one_line_and_exit_2(
-    started: Path, engine: DriftEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    flags: list[str], expected: str,
-) -> None:  # fmt: skip
+    started: Path,
+    engine: DriftEngine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    expected: str,
+) -> None:
     Image.new("L", (256, 192), 0).save(tmp_path / "black.png")
     small = Image.new("L", (256, 192), 0)
     ImageDraw.Draw(small).rectangle([100, 80, 159, 139], fill=255)
@@ -157,11 +192,28 @@ def test_end_to_end_on_the_tiny_model(
     mask.save(tmp_path / "mask.png")
     assert main(["session", "new", "poster", "poster.png"]) == 0
     for i in range(2):
-        code = main(["session", "edit", "poster", "-p", f"round {i}", "--model", "tiny", "--steps", "2",
-                     "--seed", str(i), "--mask", "mask.png", "-q"])  # fmt: skip
+        code = main(
+            [
+                "session",
+                "edit",
+                "poster",
+                "-p",
+                f"round {i}",
+                "--model",
+                "tiny",
+                "--steps",
+                "2",
+                "--seed",
+                str(i),
+                "--mask",
+                "mask.png",
+                "-q",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
-    code = main(["session", "edit", "poster", "-p", "no mask", "--model", "tiny", "--steps", "1", "--preserve", "auto",
-                 "-q"])  # fmt: skip
+    code = main(
+        ["session", "edit", "poster", "-p", "no mask", "--model", "tiny", "--steps", "1", "--preserve", "auto", "-q"]
+    )
     assert code == 0, capsys.readouterr().err
     keep = masks.prepare_edit_mask(mask, (256, 192), 0, 4).keep
     step0, step2 = pixels(tmp_path / "poster.qedit/steps/000.png"), pixels(tmp_path / "poster.qedit/steps/002.png")

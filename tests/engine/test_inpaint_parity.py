@@ -43,13 +43,26 @@ def test_masked_edit_matches_inpaint_pipeline_inside_the_mask(
     image = Image.fromarray(rng.integers(0, 256, (28, 37, 3), dtype=np.uint8)).resize((1184, 896))
     mask = Image.new("L", image.size, 0)
     ImageDraw.Draw(mask).rectangle([300, 200, 799, 599], fill=255)
-    params = EditParams(prompt="replace the box with a red ball", seed=9, num_inference_steps=3, strength=strength,
-                        mask_grow=0, mask_feather=0, fit="reference")  # fmt: skip
+    params = EditParams(
+        prompt="replace the box with a red ball",
+        seed=9,
+        num_inference_steps=3,
+        strength=strength,
+        mask_grow=0,
+        mask_feather=0,
+        fit="reference",
+    )
     ours = engine.edit(EditRequest(params=params, images=(image,), mask=mask)).outputs[0].image
     theirs = pipe(
-        image=image, mask_image=mask, prompt=params.prompt, negative_prompt=" ", true_cfg_scale=4.0,
-        num_inference_steps=3, strength=strength, generator=torch.Generator().manual_seed(9),
-    ).images[0]  # fmt: skip
+        image=image,
+        mask_image=mask,
+        prompt=params.prompt,
+        negative_prompt=" ",
+        true_cfg_scale=4.0,
+        num_inference_steps=3,
+        strength=strength,
+        generator=torch.Generator().manual_seed(9),
+    ).images[0]
     assert theirs.size == ours.size == image.size
     a, b = np.asarray(ours, dtype=np.int16), np.asarray(theirs, dtype=np.int16)
     inside = np.asarray(mask) > 0

@@ -79,8 +79,9 @@ def test_binarisation_matches_the_reference_mask_processor() -> None:
     the mask's size differs from the image's (both resize with Lanczos, then cut at 0.5)."""
     from diffusers.image_processor import VaeImageProcessor
 
-    processor = VaeImageProcessor(vae_scale_factor=16, vae_latent_channels=16, do_normalize=False,
-                                  do_binarize=True, do_convert_grayscale=True)  # fmt: skip
+    processor = VaeImageProcessor(
+        vae_scale_factor=16, vae_latent_channels=16, do_normalize=False, do_binarize=True, do_convert_grayscale=True
+    )
     rng = np.random.default_rng(3)
     grey = Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)).resize((160, 96), Image.Resampling.NEAREST)
     for size in ((160, 96), (224, 128)):

@@ -43,8 +43,14 @@ def _max_diff(ours: Image.Image, theirs: Image.Image) -> int:
 
 
 def _run_both(engine: Engine, pipe, images: list[Image.Image], **kw) -> tuple[Image.Image, Image.Image]:
-    params = EditParams(prompt=kw["prompt"], negative_prompt=kw["negative"], true_cfg_scale=kw["cfg"],
-                        num_inference_steps=kw["steps"], seed=kw["seed"], fit="reference")  # fmt: skip
+    params = EditParams(
+        prompt=kw["prompt"],
+        negative_prompt=kw["negative"],
+        true_cfg_scale=kw["cfg"],
+        num_inference_steps=kw["steps"],
+        seed=kw["seed"],
+        fit="reference",
+    )
     ours = engine.edit(EditRequest(params=params, images=tuple(images))).outputs[0].image
     theirs = pipe(
         image=images if engine.spec.is_plus else images[0],
@@ -64,8 +70,16 @@ def test_edit_v1_matches_diffusers(tiny_path: Path) -> None:
     pipe = QwenImageEditPipeline.from_pretrained(tiny_path, dtype=torch.float32)
     # 1184x896 is a fixed point of the reference's sizing: no resize on either side of the model
     image = _noise_image(1184, 896, 0)
-    ours, theirs = _run_both(engine, pipe, [image], prompt="把招牌上的字改成“开业大吉”, keep the rest",
-                             negative=" ", cfg=4.0, steps=2, seed=7)  # fmt: skip
+    ours, theirs = _run_both(
+        engine,
+        pipe,
+        [image],
+        prompt="把招牌上的字改成“开业大吉”, keep the rest",
+        negative=" ",
+        cfg=4.0,
+        steps=2,
+        seed=7,
+    )
     assert theirs.size == (1184, 896)
     assert _max_diff(ours, theirs) <= TOLERANCE
 
@@ -79,8 +93,9 @@ def test_edit_plus_matches_diffusers(tiny_plus_path: Path, n_images: int) -> Non
     sizes = [(300, 200), (200, 260), (1184, 896)][-n_images:]  # the last sets the output size
     images = [_noise_image(w, h, i) for i, (w, h) in enumerate(sizes)]
     cfg = 1.0 if n_images == 1 else 2.5  # 1.0: the conditional branch only
-    ours, theirs = _run_both(engine, pipe, images, prompt="Put the hat of picture 1 on the cat", negative="blurry",
-                             cfg=cfg, steps=2, seed=3)  # fmt: skip
+    ours, theirs = _run_both(
+        engine, pipe, images, prompt="Put the hat of picture 1 on the cat", negative="blurry", cfg=cfg, steps=2, seed=3
+    )
     assert _max_diff(ours, theirs) <= TOLERANCE
 
 
@@ -115,6 +130,7 @@ def test_2511_detected_and_matches_diffusers(tiny_plus_path: Path, tmp_path: Pat
     assert engine.components.transformer.config.zero_cond_t is True
     pipe = QwenImageEditPlusPipeline.from_pretrained(snap, dtype=torch.float32)
     images = [_noise_image(1184, 896, 5)]
-    ours, theirs = _run_both(engine, pipe, images, prompt="turn the car around", negative=" ", cfg=4.0,
-                             steps=2, seed=11)  # fmt: skip
+    ours, theirs = _run_both(
+        engine, pipe, images, prompt="turn the car around", negative=" ", cfg=4.0, steps=2, seed=11
+    )
     assert _max_diff(ours, theirs) <= TOLERANCE

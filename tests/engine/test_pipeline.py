@@ -84,8 +84,11 @@ def test_progress_callback_and_cancel(tiny_engine) -> None:
         token.cancel()
 
     with pytest.raises(EditCancelled):
-        tiny_engine.edit(EditRequest(params=EditParams(prompt="x", num_inference_steps=4), images=(_photo(),)),
-                         on_step=cancel_after_first, cancel=token)  # fmt: skip
+        tiny_engine.edit(
+            EditRequest(params=EditParams(prompt="x", num_inference_steps=4), images=(_photo(),)),
+            on_step=cancel_after_first,
+            cancel=token,
+        )
     assert steps == [1]
 
 

@@ -30,8 +30,10 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         qedit = Path(sys.executable).with_name("qedit")
         self.log = log
-        self.proc = subprocess.Popen([str(qedit), "worker", "--log-level", "warning"], env=env,
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [str(qedit), "worker", "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -51,9 +53,17 @@ def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(
     tmp_path: Path, redis_url: str, pg_url: str
 ) -> None:
     queue = f"qedit-{uuid.uuid4().hex[:8]}"
-    env = {"QEDIT_DISPATCH": "celery", "QEDIT_BROKER_URL": redis_url, "QEDIT_CELERY_QUEUE": queue,
-           "QEDIT_DATABASE_URL": pg_url, "QEDIT_AUTH": "none", "QEDIT_SECRET": "test-secret",
-           "QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_LEASE_SECONDS": "5", "QEDIT_SWEEP_INTERVAL": "0.5"}  # fmt: skip
+    env = {
+        "QEDIT_DISPATCH": "celery",
+        "QEDIT_BROKER_URL": redis_url,
+        "QEDIT_CELERY_QUEUE": queue,
+        "QEDIT_DATABASE_URL": pg_url,
+        "QEDIT_AUTH": "none",
+        "QEDIT_SECRET": "test-secret",
+        "QEDIT_INSTANT_STEP_DELAY": "0.05",
+        "QEDIT_LEASE_SECONDS": "5",
+        "QEDIT_SWEEP_INTERVAL": "0.5",
+    }
     api = Server(tmp_path, env).start()
     worker_env = api.env()
     workers = [WorkerProcess(worker_env, tmp_path / "worker-1.log")]
@@ -63,8 +73,9 @@ def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(
             first = wait_status(c, c.post("/v1/edits", json=body).json()["id"], timeout=60)
             assert first["status"] == "completed", (first, workers[0].log.read_text()[-3000:])
 
-            ids = [c.post("/v1/edits", json={**body, "num_inference_steps": 30, "seed": i}).json()["id"]
-                   for i in range(3)]  # fmt: skip
+            ids = [
+                c.post("/v1/edits", json={**body, "num_inference_steps": 30, "seed": i}).json()["id"] for i in range(3)
+            ]
             running = wait_status(c, ids[0], ("processing",), timeout=30)
             assert running["status"] == "processing"
             time.sleep(0.3)

@@ -39,8 +39,9 @@ def test_loopback_is_refused_by_default_and_allowed_by_setting(host: Receiver) -
 def test_a_name_resolving_to_loopback_is_refused_at_connect(host: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS may point a public-looking name anywhere: the address is checked where the socket opens."""
     real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda h, *a, **k: real("127.0.0.1" if h == "images.example" else h,
-                                                                       *a, **k))  # fmt: skip
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda h, *a, **k: real("127.0.0.1" if h == "images.example" else h, *a, **k)
+    )
     url = host.url.replace("127.0.0.1", "images.example") + "/a.png"
     with pytest.raises(InvalidInput, match=r"images\.example resolves to a loopback"):
         fetch_bytes(url, policy=UrlPolicy(allow_http=True), max_bytes=10**6, timeout=5, field="image")
@@ -79,9 +80,23 @@ def test_a_server_that_never_answers_times_out() -> None:
         silent.close()
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.0.1", "169.254.169.254",
-                                     "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
-                                     "224.0.0.1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ],
+)
 def test_internal_addresses_are_not_allowed(address: str) -> None:
     assert not fetch.address_allowed(ipaddress.ip_address(address), UrlPolicy())
     assert fetch.address_allowed(ipaddress.ip_address(address), UrlPolicy(allow_private=True))

@@ -13,14 +13,29 @@ from tests.api.server import Server, b64, png_bytes, wait_status
 
 def test_kill_9_mid_task_then_restart_loses_nothing_and_completes_each_task_once(tmp_path: Path) -> None:
     receiver = Receiver()
-    env = {"QEDIT_AUTH": "none", "QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_ALLOW_PRIVATE_URLS": "true",
-           "QEDIT_ALLOW_HTTP_URLS": "true", "QEDIT_LEASE_SECONDS": "60"}  # fmt: skip
+    env = {
+        "QEDIT_AUTH": "none",
+        "QEDIT_INSTANT_STEP_DELAY": "0.05",
+        "QEDIT_ALLOW_PRIVATE_URLS": "true",
+        "QEDIT_ALLOW_HTTP_URLS": "true",
+        "QEDIT_LEASE_SECONDS": "60",
+    }
     srv = Server(tmp_path, env).start()
     try:
         with srv.client() as c:
-            ids = [c.post("/v1/edits", json={"prompt": f"task {i}", "images": [b64(png_bytes())], "seed": i,
-                                             "num_inference_steps": 20, "webhook_url": receiver.url}).json()["id"]
-                   for i in range(4)]  # fmt: skip
+            ids = [
+                c.post(
+                    "/v1/edits",
+                    json={
+                        "prompt": f"task {i}",
+                        "images": [b64(png_bytes())],
+                        "seed": i,
+                        "num_inference_steps": 20,
+                        "webhook_url": receiver.url,
+                    },
+                ).json()["id"]
+                for i in range(4)
+            ]
             running = wait_status(c, ids[0], ("processing",))
             deadline = time.monotonic() + 10
             while running["progress"]["step"] < 3 and time.monotonic() < deadline:

@@ -30,8 +30,9 @@ WaveSpeed v3 (`/api/v3/...`), the aggregator task API (`/v1/images/generations`)
 """
 
 
-def create_app(settings: Settings, *, engine_factory: Callable[[Settings], EditEngine] | None = None,
-               start_services: bool = True) -> FastAPI:  # fmt: skip
+def create_app(
+    settings: Settings, *, engine_factory: Callable[[Settings], EditEngine] | None = None, start_services: bool = True
+) -> FastAPI:
     """Build the app; its services start when the app starts (``start_services=False``: API only, for docs)."""
     services: Services = build_services(settings, engine_factory=engine_factory)
 
@@ -39,8 +40,13 @@ def create_app(settings: Settings, *, engine_factory: Callable[[Settings], EditE
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if start_services:
             services.start()
-        log.info("qedit %s serving model %s (%s dispatch, auth %s)", __version__, settings.model, settings.dispatch,
-                 settings.auth)  # fmt: skip
+        log.info(
+            "qedit %s serving model %s (%s dispatch, auth %s)",
+            __version__,
+            settings.model,
+            settings.dispatch,
+            settings.auth,
+        )
         try:
             yield
         finally:

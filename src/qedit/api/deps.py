@@ -123,18 +123,33 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
         return Caller(key=None)
     token = _bearer(request)
     if not token:
-        raise ApiError("missing API key: send Authorization: Bearer <key>", status=401, field="authorization",
-                       code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            "missing API key: send Authorization: Bearer <key>",
+            status=401,
+            field="authorization",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     key = services.store.key_by_secret(token)
     if key is None:
-        raise ApiError(f"unknown or revoked API key {token[:7]}...", status=401, field="authorization",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            f"unknown or revoked API key {token[:7]}...",
+            status=401,
+            field="authorization",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     limit = key.rate_limit_rpm or settings.rate_limit_rpm
     wait = request.app.state.rate_limiter.check(key.id, limit)
     if wait is not None:
         retry = max(1, math.ceil(wait))
-        raise ApiError(f"rate limit of {limit} requests per minute exceeded; retry in {retry} s", status=429,
-                       field="authorization", code="rate_limited", headers={"Retry-After": str(retry)})  # fmt: skip
+        raise ApiError(
+            f"rate limit of {limit} requests per minute exceeded; retry in {retry} s",
+            status=429,
+            field="authorization",
+            code="rate_limited",
+            headers={"Retry-After": str(retry)},
+        )
     return Caller(key=key)
 
 

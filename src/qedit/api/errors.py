@@ -23,20 +23,37 @@ WAVESPEED_PREFIX = "/api/v3"
 class ApiError(QeditError):
     """An HTTP-level refusal (auth, limits, not found) with optional response headers."""
 
-    def __init__(self, message: str, *, status: int, field: str | None = None, code: str = "error",
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        field: str | None = None,
+        code: str = "error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, field=field, status=status)
         self.code = code
         self.headers = headers or {}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          409: "conflict_error", 410: "gone_error", 413: "invalid_request_error", 422: "invalid_request_error",
-          429: "rate_limit_error", 504: "timeout_error"}  # fmt: skip
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    410: "gone_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
 
 
-def error_response(request: Request, status: int, message: str, field: str | None, code: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_response(
+    request: Request, status: int, message: str, field: str | None, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     text = f"{field}: {message}" if field else message
     body: dict[str, Any]
     if request.url.path.startswith(WAVESPEED_PREFIX):
@@ -80,5 +97,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, str(exc.detail), None, "http_error",
-                              dict(exc.headers) if exc.headers else None)  # fmt: skip
+        return error_response(
+            request, exc.status_code, str(exc.detail), None, "http_error", dict(exc.headers) if exc.headers else None
+        )

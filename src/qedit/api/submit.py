@@ -59,18 +59,24 @@ def check_capacity(services: Services, caller: Caller) -> None:
     limit = caller.key.max_concurrent_tasks or services.settings.max_concurrent_tasks
     active = services.store.active_count(caller.key_id)
     if active >= limit:
-        raise ApiError(f"{active} tasks queued or running, at most {limit} at once for this key; retry later",
-                       status=429, field="authorization", code="too_many_tasks",
-                       headers={"Retry-After": "2"})  # fmt: skip
+        raise ApiError(
+            f"{active} tasks queued or running, at most {limit} at once for this key; retry later",
+            status=429,
+            field="authorization",
+            code="too_many_tasks",
+            headers={"Retry-After": "2"},
+        )
 
 
-def _resolve(services: Services, caller: Caller, images: list[Source], mask: Source | None,
-             max_images: int) -> tuple[list[ImageInput], ImageInput | None]:  # fmt: skip
+def _resolve(
+    services: Services, caller: Caller, images: list[Source], mask: Source | None, max_images: int
+) -> tuple[list[ImageInput], ImageInput | None]:
     resolver = services.inputs
     resolver.check_count(len(images), field="images")
     if len(images) > max_images:
-        raise InvalidInput(f"model {services.settings.model} takes at most {max_images} image(s), got {len(images)}",
-                           field="images")  # fmt: skip
+        raise InvalidInput(
+            f"model {services.settings.model} takes at most {max_images} image(s), got {len(images)}", field="images"
+        )
 
     def one(src: Source, is_mask: bool = False) -> ImageInput:
         if isinstance(src.value, bytes):
@@ -83,27 +89,51 @@ def _resolve(services: Services, caller: Caller, images: list[Source], mask: Sou
         mask_input = one(mask, is_mask=True)
         if mask_input.size != resolved[-1].size:
             (mw, mh), (iw, ih) = mask_input.size, resolved[-1].size
-            raise InvalidInput(f"mask is {mw}x{mh} but the edited (last) image is {iw}x{ih}; they must match",
-                               field=mask.field)  # fmt: skip
+            raise InvalidInput(
+                f"mask is {mw}x{mh} but the edited (last) image is {iw}x{ih}; they must match", field=mask.field
+            )
     return resolved, mask_input
 
 
-def _persist(services: Services, caller: Caller, interface: str, params: EditParams, images: list[ImageInput],
-             mask: ImageInput | None, webhook_url: str | None, webhook_style: str, options: dict[str, Any],
-             base_url: str) -> TaskRecord:  # fmt: skip
+def _persist(
+    services: Services,
+    caller: Caller,
+    interface: str,
+    params: EditParams,
+    images: list[ImageInput],
+    mask: ImageInput | None,
+    webhook_url: str | None,
+    webhook_style: str,
+    options: dict[str, Any],
+    base_url: str,
+) -> TaskRecord:
     task = NewTask(interface=interface, model=services.settings.model, params={}, inputs=[], base_url=base_url)
     storage = services.storage
     inputs = []
     for i, img in enumerate(images):
         path = storage.write_input(task.id, f"{i}.{img.ext}", img.data)
-        inputs.append({"path": path, "source": img.source, "width": img.size[0], "height": img.size[1],
-                       "parent_id": img.parent_id})  # fmt: skip
+        inputs.append(
+            {
+                "path": path,
+                "source": img.source,
+                "width": img.size[0],
+                "height": img.size[1],
+                "parent_id": img.parent_id,
+            }
+        )
     mask_path = storage.write_input(task.id, f"mask.{mask.ext}", mask.data) if mask else None
     parent = images[-1].parent_id or next((i.parent_id for i in images if i.parent_id), None)
     task = dataclasses.replace(
-        task, key_id=caller.key_id, params=params.model_dump(mode="json"), inputs=inputs, mask=mask_path,
-        parent_id=parent, options=options, webhook_url=webhook_url, webhook_style=webhook_style,
-    )  # fmt: skip
+        task,
+        key_id=caller.key_id,
+        params=params.model_dump(mode="json"),
+        inputs=inputs,
+        mask=mask_path,
+        parent_id=parent,
+        options=options,
+        webhook_url=webhook_url,
+        webhook_style=webhook_style,
+    )
     return services.store.add(task)
 
 
@@ -128,8 +158,19 @@ async def submit(
     max_images = model_max_images(services)
     try:
         resolved, mask_input = await run_in_threadpool(_resolve, services, caller, images, mask, max_images)
-        task = await run_in_threadpool(_persist, services, caller, interface, params, resolved, mask_input,
-                                       webhook_url, webhook_style, options or {}, base_url)  # fmt: skip
+        task = await run_in_threadpool(
+            _persist,
+            services,
+            caller,
+            interface,
+            params,
+            resolved,
+            mask_input,
+            webhook_url,
+            webhook_style,
+            options or {},
+            base_url,
+        )
     except InvalidInput:
         services.metrics.rejected.labels("invalid_input").inc()
         raise

@@ -23,26 +23,50 @@ def add_appearance_arguments(parser: argparse.ArgumentParser) -> None:
         "appearance editing",
         "confine the edit so everything else stays the input's pixels (see docs/appearance-editing.md)",
     )
-    g.add_argument("--mask", type=Path, metavar="FILE",
-                   help="mask image: white = may change, black = keep (any size; grey is cut at 50%%; "
-                        "a PNG with transparency is read from its alpha: transparent = may change)")  # fmt: skip
+    g.add_argument(
+        "--mask",
+        type=Path,
+        metavar="FILE",
+        help="mask image: white = may change, black = keep (any size; grey is cut at 50%%; "
+        "a PNG with transparency is read from its alpha: transparent = may change)",
+    )
     g.add_argument("--mask-grow", type=int, metavar="PX", help="grow (+) or shrink (-) the mask by PX (default 0)")
-    g.add_argument("--mask-feather", type=int, metavar="PX",
-                   help="soft blend band outside the mask, in px (default 4); beyond it every pixel "
-                        "is the input's")  # fmt: skip
-    g.add_argument("--strength", type=float, metavar="S",
-                   help="0-1: how far the masked area may move from the input "
-                        "(default 1.0 = repaint fully)")  # fmt: skip
-    g.add_argument("--preserve", choices=("auto", "off"),
-                   help="auto: restore every pixel the edit did not really change (for local edits "
-                        "without a mask; leave off for style or viewpoint edits); default off")  # fmt: skip
-    g.add_argument("--preserve-threshold", type=float, metavar="DE",
-                   help="CIELAB ΔE counted as a real change by --preserve auto (default 6)")  # fmt: skip
-    g.add_argument("--box", action="append", metavar="X0,Y0,X1,Y1[:COLOUR]",
-                   help="outline a region on the model's input (repeatable; pixels of the edited image, "
-                        "x1/y1 exclusive; colour a name or #rrggbb, default red)")  # fmt: skip
-    g.add_argument("--box-mask", action="store_true",
-                   help="also use the boxes as the edit mask: outside them the output is the input")  # fmt: skip
+    g.add_argument(
+        "--mask-feather",
+        type=int,
+        metavar="PX",
+        help="soft blend band outside the mask, in px (default 4); beyond it every pixel is the input's",
+    )
+    g.add_argument(
+        "--strength",
+        type=float,
+        metavar="S",
+        help="0-1: how far the masked area may move from the input (default 1.0 = repaint fully)",
+    )
+    g.add_argument(
+        "--preserve",
+        choices=("auto", "off"),
+        help="auto: restore every pixel the edit did not really change (for local edits "
+        "without a mask; leave off for style or viewpoint edits); default off",
+    )
+    g.add_argument(
+        "--preserve-threshold",
+        type=float,
+        metavar="DE",
+        help="CIELAB ΔE counted as a real change by --preserve auto (default 6)",
+    )
+    g.add_argument(
+        "--box",
+        action="append",
+        metavar="X0,Y0,X1,Y1[:COLOUR]",
+        help="outline a region on the model's input (repeatable; pixels of the edited image, "
+        "x1/y1 exclusive; colour a name or #rrggbb, default red)",
+    )
+    g.add_argument(
+        "--box-mask",
+        action="store_true",
+        help="also use the boxes as the edit mask: outside them the output is the input",
+    )
 
 
 def parse_boxes(texts: list[str] | None) -> tuple[Box, ...]:
@@ -70,8 +94,13 @@ def appearance_from_args(
     from qedit.engine import masks
 
     fields: dict[str, Any] = {}
-    for flag, name in (("mask_grow", "mask_grow"), ("mask_feather", "mask_feather"), ("strength", "strength"),
-                       ("preserve", "preserve"), ("preserve_threshold", "preserve_threshold")):  # fmt: skip
+    for flag, name in (
+        ("mask_grow", "mask_grow"),
+        ("mask_feather", "mask_feather"),
+        ("strength", "strength"),
+        ("preserve", "preserve"),
+        ("preserve_threshold", "preserve_threshold"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             fields[name] = value

@@ -49,8 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="folder of input images")
     p.add_argument("-p", "--prompt", required=True, help="the instruction (English, Chinese or mixed)")
-    p.add_argument("-o", "--output", dest="out_dir", required=True, type=Path, metavar="OUT_DIR",
-                   help="folder for the outputs (created if missing)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        dest="out_dir",
+        required=True,
+        type=Path,
+        metavar="OUT_DIR",
+        help="folder for the outputs (created if missing)",
+    )
     p.add_argument("-r", "--recursive", action="store_true", help="also edit images in sub-folders (mirrored)")
     common.add_edit_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -173,8 +180,15 @@ def process(
     if report.skipped:
         _say(f"skipping {len(report.skipped)} already edited (outputs exist)", progress, sys.stderr)
     engine: EditEngine | None = None
-    files_bar = tqdm(total=len(todo), desc="images", unit="img", file=sys.stderr, dynamic_ncols=True,
-                     disable=not progress or not todo, position=0)  # fmt: skip
+    files_bar = tqdm(
+        total=len(todo),
+        desc="images",
+        unit="img",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not progress or not todo,
+        position=0,
+    )
     try:
         for job in todo:
             files_bar.set_postfix_str(job.name, refresh=True)
@@ -242,8 +256,11 @@ def _say(line: str, progress: bool, stream) -> None:  # type: ignore[no-untyped-
 
 def print_summary(report: Report, *, interrupted: bool = False) -> None:
     """Counts on stdout; the failures, each with its reason, on stderr."""
-    parts = [f"{len(report.edited)} edited", f"{len(report.skipped)} skipped (already done)",
-             f"{len(report.failed)} failed"]  # fmt: skip
+    parts = [
+        f"{len(report.edited)} edited",
+        f"{len(report.skipped)} skipped (already done)",
+        f"{len(report.failed)} failed",
+    ]
     if report.ignored:
         parts.append(f"{report.ignored} other file(s) ignored")
     head = "stopped" if interrupted else "done"

@@ -49,24 +49,36 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, output_format: bool =
     g = parser.add_argument_group("edit parameters", "unset values take the model's defaults")
     g.add_argument("--negative", metavar="TEXT", help="negative prompt (what to steer away from)")
     g.add_argument("--steps", type=int, metavar="N", help="denoising steps, 1-100 (default: the model's)")
-    g.add_argument("--cfg", type=float, metavar="S",
-                   help="true CFG scale, 1-20; 1 turns guidance off (default: the model's)")  # fmt: skip
-    g.add_argument("--seed", type=int, metavar="N",
-                   help="0-2147483647 for reproducible output, -1 random (default); the seed used is "
-                        "printed and stored in the output's metadata")  # fmt: skip
+    g.add_argument(
+        "--cfg", type=float, metavar="S", help="true CFG scale, 1-20; 1 turns guidance off (default: the model's)"
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="0-2147483647 for reproducible output, -1 random (default); the seed used is "
+        "printed and stored in the output's metadata",
+    )
     g.add_argument("--size", metavar="WxH", help="output size, each side 256-1536 (default: the input's size)")
     g.add_argument("--num", type=int, metavar="N", help="outputs per input, 1-4 (output i uses seed + i)")
-    g.add_argument("--fit", choices=("exact", "reference"),
-                   help="exact (default): no shift or zoom; reference: diffusers' stretching resize")  # fmt: skip
+    g.add_argument(
+        "--fit",
+        choices=("exact", "reference"),
+        help="exact (default): no shift or zoom; reference: diffusers' stretching resize",
+    )
     if output_format:
         g.add_argument("--format", choices=FORMATS, help="output format (default: from the output name, else png)")
     m = parser.add_argument_group("model")
-    m.add_argument("--model", metavar="REF",
-                   help="spec name (tiny, qwen-image-edit-2509, ...), snapshot directory or hub id "
-                        "(default: $QEDIT_MODEL, else tiny)")  # fmt: skip
+    m.add_argument(
+        "--model",
+        metavar="REF",
+        help="spec name (tiny, qwen-image-edit-2509, ...), snapshot directory or hub id "
+        "(default: $QEDIT_MODEL, else tiny)",
+    )
     m.add_argument("--device", metavar="DEV", help="cuda, cuda:1, mps, cpu (default: the best available)")
-    m.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"),
-                   help="weights' dtype (default: bf16 on GPU, fp32 on CPU)")  # fmt: skip
+    m.add_argument(
+        "--dtype", choices=("auto", "bf16", "fp16", "fp32"), help="weights' dtype (default: bf16 on GPU, fp32 on CPU)"
+    )
 
 
 def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
@@ -79,8 +91,14 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
     size = getattr(args, "size", None)
     if size is not None:
         data["size"] = parse_size(size)
-    for flag, name in (("negative", "negative_prompt"), ("steps", "num_inference_steps"), ("cfg", "true_cfg_scale"),
-                       ("seed", "seed"), ("num", "num_images"), ("fit", "fit")):  # fmt: skip
+    for flag, name in (
+        ("negative", "negative_prompt"),
+        ("steps", "num_inference_steps"),
+        ("cfg", "true_cfg_scale"),
+        ("seed", "seed"),
+        ("num", "num_images"),
+        ("fit", "fit"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             data[name] = value
@@ -123,5 +141,6 @@ def load_engine(args: argparse.Namespace) -> EditEngine:
     every argument and input file has been checked)."""
     from qedit.engine.pipeline import Engine
 
-    return Engine.load(getattr(args, "model", None), device=getattr(args, "device", None),
-                       dtype=getattr(args, "dtype", None))  # fmt: skip
+    return Engine.load(
+        getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None)
+    )

@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     history = history_from_metadata(imageio.read_metadata(args.images[-1]))
     engine = common.load_engine(args)
     if len(images) > engine.max_images:
-        raise InvalidInput(f"{engine.model_id} takes at most {engine.max_images} image(s), got {len(images)}",
-                           field="images")  # fmt: skip
+        raise InvalidInput(
+            f"{engine.model_id} takes at most {engine.max_images} image(s), got {len(images)}", field="images"
+        )
     cancel = CancelToken()
     request = EditRequest(params=params, images=images, mask=mask, parent=str(args.images[-1]), history=history)
     with step_bar(enabled=not args.quiet) as on_step:

@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.keys_command == "list":
             print(f"{'id':16}  {'prefix':8}  {'name':20}  {'created':16}  {'revoked':16}  rpm  concurrency")
             for k in store.list_keys():
-                print(f"{k.id:16}  {k.prefix:8}  {k.name[:20]:20}  {_when(k.created_at):16}  {_when(k.revoked_at):16}  "
-                      f"{k.rate_limit_rpm or '-'!s:>3}  {k.max_concurrent_tasks or '-'}")  # fmt: skip
+                print(
+                    f"{k.id:16}  {k.prefix:8}  {k.name[:20]:20}  {_when(k.created_at):16}  {_when(k.revoked_at):16}  "
+                    f"{k.rate_limit_rpm or '-'!s:>3}  {k.max_concurrent_tasks or '-'}"
+                )
         else:
             key = store.revoke_key(args.key)
             if key is None:

@@ -29,8 +29,14 @@ def find_snapshots(roots: list[Path]) -> list[tuple[Path, str]]:
     for root in roots:
         if not root.is_dir():
             continue
-        for index in sorted({*root.glob("model_index.json"), *root.glob("*/model_index.json"),
-                             *root.glob("*/*/model_index.json"), *root.glob("*/*/*/model_index.json")}):  # fmt: skip
+        for index in sorted(
+            {
+                *root.glob("model_index.json"),
+                *root.glob("*/model_index.json"),
+                *root.glob("*/*/model_index.json"),
+                *root.glob("*/*/*/model_index.json"),
+            }
+        ):
             snap = index.parent.resolve()
             if snap in seen:
                 continue

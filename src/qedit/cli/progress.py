@@ -27,8 +27,9 @@ def step_bar(
     def on_step(step: int, total: int, elapsed: float) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=leave,
-                       position=position)  # fmt: skip
+            bar = tqdm(
+                total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=leave, position=position
+            )
         elif bar.total != total:
             bar.total = total
             bar.refresh()

@@ -11,9 +11,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the HTTP API (WaveSpeed, OpenAI, aggregator and native interfaces)",
-                       description="Serve edits over HTTP: task store, workers, webhooks. Settings come from "
-                       "QEDIT_* variables; these flags override them.")  # fmt: skip
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API (WaveSpeed, OpenAI, aggregator and native interfaces)",
+        description="Serve edits over HTTP: task store, workers, webhooks. Settings come from "
+        "QEDIT_* variables; these flags override them.",
+    )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--model", help="spec name, snapshot dir or hub id; 'instant' = dry-run stand-in (default tiny)")

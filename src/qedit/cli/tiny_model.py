@@ -13,8 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(diffusers layout) for tests and demos. Its outputs are noise-like.",
     )
     p.add_argument("dir", help="directory to write (replaced if it exists)")
-    p.add_argument("--variant", choices=["edit", "plus"], default="edit",
-                   help="edit: like Qwen-Image-Edit (1 image); plus: like 2509 (1-3 images)")  # fmt: skip
+    p.add_argument(
+        "--variant",
+        choices=["edit", "plus"],
+        default="edit",
+        help="edit: like Qwen-Image-Edit (1 image); plus: like 2509 (1-3 images)",
+    )
     p.set_defaults(func=run)
 
 

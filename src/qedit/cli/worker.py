@@ -48,8 +48,18 @@ def run(args: argparse.Namespace) -> int:
     _ = worker.engine  # load the model before taking messages
     bind_worker(worker)
     app = make_celery(settings)
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={settings.celery_queue}",
-                     "--prefetch-multiplier=1", f"--loglevel={args.log_level.upper()}", "--without-gossip",
-                     "--without-mingle", f"--hostname=qedit-{os.getpid()}@%h"])  # fmt: skip
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={settings.celery_queue}",
+            "--prefetch-multiplier=1",
+            f"--loglevel={args.log_level.upper()}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname=qedit-{os.getpid()}@%h",
+        ]
+    )
     pool.shutdown(wait=True)
     return 0

@@ -71,8 +71,14 @@ def pick_dtype(device: str, dtype: str | None = None):  # -> torch.dtype
     """bf16 on accelerators (the checkpoints' dtype), fp32 on CPU (bf16 matmuls are slow there)."""
     import torch
 
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}  # fmt: skip
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if dtype and dtype != "auto":
         if dtype not in names:
             raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(names)}", field="dtype")
@@ -198,8 +204,11 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     except Exception as e:
         raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
     if model_spec.zero_cond_t != bool(transformer.config.get("zero_cond_t", False)):
-        log.warning("spec %s expects zero_cond_t=%s; the transformer config says otherwise", model_spec.name,
-                    model_spec.zero_cond_t)  # fmt: skip
+        log.warning(
+            "spec %s expects zero_cond_t=%s; the transformer config says otherwise",
+            model_spec.name,
+            model_spec.zero_cond_t,
+        )
     for module in (transformer, vae, text_encoder):
         module.to(dev).eval().requires_grad_(False)
     return Components(

@@ -287,8 +287,9 @@ def preserve_changes(
     Returns the composited image and the change region (bool (H, W), before feathering). Where no
     change passes the threshold, the result is ``original`` byte for byte.
     """
-    region = change_region(original, edited, threshold, blur=blur, speck=speck, close_radius=close_radius,
-                           margin=margin)  # fmt: skip
+    region = change_region(
+        original, edited, threshold, blur=blur, speck=speck, close_radius=close_radius, margin=margin
+    )
     return composite(original, edited, EditMask(binary=region, soft=feathered(region, feather))), region
 
 
@@ -306,13 +307,17 @@ def validate_boxes(boxes: Sequence[Box], image_size: tuple[int, int]) -> None:
     for i, box in enumerate(boxes):
         for name, value, limit, what in (("x1", box.x1, w, "width"), ("y1", box.y1, h, "height")):
             if value > limit:
-                raise InvalidInput(f"{name} must be <= the image {what} {limit}, got {value} "
-                                   f"(box {box.x0},{box.y0},{box.x1},{box.y1})", field=f"boxes[{i}]")  # fmt: skip
+                raise InvalidInput(
+                    f"{name} must be <= the image {what} {limit}, got {value} "
+                    f"(box {box.x0},{box.y0},{box.x1},{box.y1})",
+                    field=f"boxes[{i}]",
+                )
         try:
             ImageColor.getrgb(box.colour)
         except ValueError:
-            raise InvalidInput(f"unknown colour {box.colour!r} (a name such as red, or #rrggbb)",
-                               field=f"boxes[{i}].colour") from None  # fmt: skip
+            raise InvalidInput(
+                f"unknown colour {box.colour!r} (a name such as red, or #rrggbb)", field=f"boxes[{i}].colour"
+            ) from None
 
 
 def draw_boxes(image: Image.Image, boxes: Sequence[Box], width: int | None = None) -> Image.Image:

@@ -116,8 +116,9 @@ class Engine:
             return images, None
         return images, masks.prepare_edit_mask(mask_image, last.size, params.mask_grow, params.mask_feather)
 
-    def prepare(self, request: EditRequest, images: tuple[Image.Image, ...],
-                working: tuple[int, int] | None = None) -> Prepared:  # fmt: skip
+    def prepare(
+        self, request: EditRequest, images: tuple[Image.Image, ...], working: tuple[int, int] | None = None
+    ) -> Prepared:
         return prepare(self.spec, images, request.params.size, request.params.fit, working)
 
     def encode(self, prompt: str, negative: str, prepared: Prepared, cfg: float) -> Conditioning:
@@ -205,15 +206,30 @@ class Engine:
                 def step_cb(step: int, total: int, elapsed: float, k: int = k) -> None:
                     on_step(k * total + step, n * total, elapsed)
 
-            latents = self.denoise_one(seed, resolved, prepared, conditioning, references, latent_mask,
-                                       step_cb, cancel)  # 5  # fmt: skip
+            latents = self.denoise_one(
+                seed, resolved, prepared, conditioning, references, latent_mask, step_cb, cancel
+            )  # 5
             watch.lap("denoise")
             working_image = decode(self.components.vae, latents, prepared.working)  # 6
             watch.lap("decode")
-            image = finish(working_image, prepared.geometry, request.images[-1], prepared.out_size,  # 7
-                           request.params, edit_mask)  # fmt: skip
-            meta = edit_metadata(request.params, seed=seed, steps=resolved.steps, cfg=resolved.cfg, size=image.size,
-                            model=self.model_id, history=request.history, parent=request.parent)  # fmt: skip
+            image = finish(
+                working_image,
+                prepared.geometry,
+                request.images[-1],
+                prepared.out_size,  # 7
+                request.params,
+                edit_mask,
+            )
+            meta = edit_metadata(
+                request.params,
+                seed=seed,
+                steps=resolved.steps,
+                cfg=resolved.cfg,
+                size=image.size,
+                model=self.model_id,
+                history=request.history,
+                parent=request.parent,
+            )
             outputs.append(EditedImage(image=image, seed=seed, metadata=meta))
             watch.lap("postprocess")
         return EditResult(outputs=tuple(outputs), model=self.model_id, timings=watch.timings)

@@ -62,8 +62,15 @@ def dead_local_worker(worker: str | None) -> bool:
 class Sweeper:
     """Periodic housekeeping shared by both dispatch modes."""
 
-    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage, webhooks: WebhookSender,
-                 deliver: Callable[[str], None], redispatch: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        storage: LocalStorage,
+        webhooks: WebhookSender,
+        deliver: Callable[[str], None],
+        redispatch: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
@@ -132,8 +139,14 @@ class EmbeddedDispatcher:
 
     POLL = 0.5
 
-    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage, webhooks: WebhookSender,
-                 make_worker: Callable[[Callable[[str], None]], object]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        storage: LocalStorage,
+        webhooks: WebhookSender,
+        make_worker: Callable[[Callable[[str], None]], object],
+    ) -> None:
         self.settings = settings
         self.store = store
         self._wake = threading.Event()

@@ -59,8 +59,9 @@ def check_url(url: str, policy: UrlPolicy, field: str) -> httpx.URL:
         raise InvalidInput(f"not a valid URL: {url[:200]!r} ({e})", field=field) from None
     if parsed.scheme not in policy.schemes:
         allowed = " or ".join(policy.schemes)
-        raise InvalidInput(f"URL scheme must be {allowed}, got {parsed.scheme or 'none'!r} in {url[:200]!r}",
-                           field=field)  # fmt: skip
+        raise InvalidInput(
+            f"URL scheme must be {allowed}, got {parsed.scheme or 'none'!r} in {url[:200]!r}", field=field
+        )
     if not parsed.host:
         raise InvalidInput(f"URL has no host: {url[:200]!r}", field=field)
     if parsed.userinfo:
@@ -70,8 +71,9 @@ def check_url(url: str, policy: UrlPolicy, field: str) -> httpx.URL:
     except ValueError:
         ip = None
     if ip is not None and not address_allowed(ip, policy):
-        raise InvalidInput(f"URL host {parsed.host} is a loopback/private/link-local address, which is refused",
-                           field=field)  # fmt: skip
+        raise InvalidInput(
+            f"URL host {parsed.host} is a loopback/private/link-local address, which is refused", field=field
+        )
     if not ip and parsed.host.lower() in ("localhost", "localhost.localdomain") and not policy.allow_private:
         raise InvalidInput(f"URL host {parsed.host} is this machine, which is refused", field=field)
     return parsed
@@ -166,14 +168,14 @@ def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, 
                         raise InvalidInput(f"fetching {current[:200]} answered HTTP {r.status_code}", field=field)
                     declared = r.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise InvalidInput(f"image is {int(declared)} bytes, at most {max_bytes} allowed",
-                                           field=field)  # fmt: skip
+                        raise InvalidInput(f"image is {int(declared)} bytes, at most {max_bytes} allowed", field=field)
                     chunks, size = [], 0
                     for chunk in r.iter_bytes():
                         size += len(chunk)
                         if size > max_bytes:
-                            raise InvalidInput(f"image is more than {max_bytes} bytes, at most {max_bytes} allowed",
-                                               field=field)  # fmt: skip
+                            raise InvalidInput(
+                                f"image is more than {max_bytes} bytes, at most {max_bytes} allowed", field=field
+                            )
                         if time.monotonic() > deadline:
                             raise InvalidInput(f"fetching {current[:200]} took more than {timeout:g} s", field=field)
                         chunks.append(chunk)

@@ -80,8 +80,9 @@ class InputResolver:
             parent = owner if self.store.get(owner, key_id) is not None else None
             return self.validate(path.read_bytes(), field, source="url", parent_id=parent, mask=mask)
         if source.startswith(("http://", "https://")) or "://" in source[:12]:
-            data = fetch_bytes(source, policy=self.policy, max_bytes=self.limits.max_bytes, timeout=self.timeout,
-                               field=field)  # fmt: skip
+            data = fetch_bytes(
+                source, policy=self.policy, max_bytes=self.limits.max_bytes, timeout=self.timeout, field=field
+            )
             return self.validate(data, field, source="url", mask=mask)
         m = _DATA_URI_RE.match(source)
         if m:
@@ -96,35 +97,42 @@ class InputResolver:
     def _b64(self, text: str, field: str) -> bytes:
         # 4 base64 chars carry 3 bytes: refuse oversize before decoding it
         if len(text) * 3 // 4 > self.limits.max_bytes + 3:
-            raise InvalidInput(f"image is about {len(text) * 3 // 4} bytes, at most {self.limits.max_bytes} allowed",
-                               field=field)  # fmt: skip
+            raise InvalidInput(
+                f"image is about {len(text) * 3 // 4} bytes, at most {self.limits.max_bytes} allowed", field=field
+            )
         try:
             return base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
             shown = text[:40] + ("..." if len(text) > 40 else "")
-            raise InvalidInput(f"is neither an https URL, a data URI, task://ID/N nor valid base64 ({shown!r})",
-                               field=field) from None  # fmt: skip
+            raise InvalidInput(
+                f"is neither an https URL, a data URI, task://ID/N nor valid base64 ({shown!r})", field=field
+            ) from None
 
     def _task_output(self, task_id: str, index: int, field: str, key_id: object) -> bytes:
         task = self.store.get(task_id, key_id)
         if task is None:
             raise InvalidInput(f"task {task_id} not found", field=field, status=404)
         if task.status != "completed":
-            raise InvalidInput(f"task {task_id} is {task.status}, only a completed task's outputs can be used",
-                               field=field, status=409)  # fmt: skip
+            raise InvalidInput(
+                f"task {task_id} is {task.status}, only a completed task's outputs can be used", field=field, status=409
+            )
         if not 0 <= index < len(task.outputs):
-            raise InvalidInput(f"task {task_id} has {len(task.outputs)} output(s) (0-{len(task.outputs) - 1}), "
-                               f"got index {index}", field=field)  # fmt: skip
+            raise InvalidInput(
+                f"task {task_id} has {len(task.outputs)} output(s) (0-{len(task.outputs) - 1}), got index {index}",
+                field=field,
+            )
         if task.files_expired:
             raise InvalidInput(f"task {task_id}'s outputs have expired", field=field, status=410)
         try:
             return self.storage.resolve(task.outputs[index]["file"]).read_bytes()
         except (OSError, ValueError):
-            raise InvalidInput(f"task {task_id}'s output {index} is no longer stored", field=field,
-                               status=410) from None  # fmt: skip
+            raise InvalidInput(
+                f"task {task_id}'s output {index} is no longer stored", field=field, status=410
+            ) from None
 
-    def validate(self, data: bytes, field: str, *, source: str, parent_id: str | None = None,
-                 mask: bool = False) -> ImageInput:  # fmt: skip
+    def validate(
+        self, data: bytes, field: str, *, source: str, parent_id: str | None = None, mask: bool = False
+    ) -> ImageInput:
         """Size in bytes, decodable, a supported format, each side within the limits."""
         lim = self.limits
         if len(data) > lim.max_bytes:
@@ -143,6 +151,7 @@ class InputResolver:
         w, h = image.size
         for name, v in (("width", w), ("height", h)):
             if not lim.min_side <= v <= lim.max_side:
-                raise InvalidInput(f"image {name} must be {lim.min_side}-{lim.max_side} px, got {v} ({w}x{h})",
-                                   field=field)  # fmt: skip
+                raise InvalidInput(
+                    f"image {name} must be {lim.min_side}-{lim.max_side} px, got {v} ({w}x{h})", field=field
+                )
         return ImageInput(data=data, ext=fmt, size=(w, h), source=source, parent_id=parent_id)

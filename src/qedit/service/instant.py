@@ -51,8 +51,9 @@ class InstantEngine:
         if not request.images:
             raise InvalidInput("at least one image is needed", field="images")
         if len(request.images) > self.max_images:
-            raise InvalidInput(f"{self.model_id} takes at most {self.max_images} image(s), got {len(request.images)}",
-                               field="images")  # fmt: skip
+            raise InvalidInput(
+                f"{self.model_id} takes at most {self.max_images} image(s), got {len(request.images)}", field="images"
+            )
         steps = params.num_inference_steps or self.steps
         cfg = params.true_cfg_scale if params.true_cfg_scale is not None else 4.0
         base = params.seed if params.seed >= 0 else secrets.randbelow(SEED_MAX + 1)
@@ -71,13 +72,25 @@ class InstantEngine:
                 if FAIL_MARKER in params.prompt:
                     raise InstantEditFailed(f"the prompt asked the instant engine to fail ({FAIL_MARKER})")
             image = self._transform(request.images[-1], params.size)
-            outputs.append(EditedImage(image=image, seed=seed, metadata=edit_metadata(
-                request.params, seed=seed, steps=steps, cfg=cfg, size=image.size, model=self.model_id,
-                history=request.history, parent=request.parent)))  # fmt: skip
+            outputs.append(
+                EditedImage(
+                    image=image,
+                    seed=seed,
+                    metadata=edit_metadata(
+                        request.params,
+                        seed=seed,
+                        steps=steps,
+                        cfg=cfg,
+                        size=image.size,
+                        model=self.model_id,
+                        history=request.history,
+                        parent=request.parent,
+                    ),
+                )
+            )
         if cancel is not None and cancel.cancelled:
             raise EditCancelled()
-        return EditResult(outputs=tuple(outputs), model=self.model_id,
-                          timings={"denoise": time.perf_counter() - start})  # fmt: skip
+        return EditResult(outputs=tuple(outputs), model=self.model_id, timings={"denoise": time.perf_counter() - start})
 
     @staticmethod
     def _transform(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:

@@ -44,8 +44,12 @@ class Metrics:
         if store is not None:
             self.registry.register(_StoreCollector(store))
         self.task_seconds = Histogram(
-            "qedit_task_seconds", "submit to finish, by final status", ["status"], buckets=LATENCY_BUCKETS,
-            registry=self.registry)  # fmt: skip
+            "qedit_task_seconds",
+            "submit to finish, by final status",
+            ["status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.inference_seconds = Histogram(
             "qedit_inference_seconds", "engine time per task", buckets=LATENCY_BUCKETS, registry=self.registry
         )
@@ -59,6 +63,6 @@ class Metrics:
             "qedit_tasks_submitted", "tasks accepted, by interface", ["interface"], registry=self.registry
         )
         self.rejected = Counter(
-            "qedit_requests_rejected", "requests refused before queueing, by reason", ["reason"],
-            registry=self.registry)  # fmt: skip
+            "qedit_requests_rejected", "requests refused before queueing, by reason", ["reason"], registry=self.registry
+        )
         self.engine_ready = Gauge("qedit_engine_ready", "1 once the model is loaded", registry=self.registry)

@@ -60,8 +60,16 @@ def build_services(settings: Settings, engine_factory: Callable[[Settings], Edit
         factory = engine_factory or worker_mod.load_engine
 
         def make_worker(on_webhook: Callable[[str], None]) -> worker_mod.Worker:
-            return worker_mod.Worker(settings, store, storage, webhooks, metrics=metrics, engine_factory=factory,
-                                     name=worker_mod.worker_name("embedded"), on_webhook=on_webhook)  # fmt: skip
+            return worker_mod.Worker(
+                settings,
+                store,
+                storage,
+                webhooks,
+                metrics=metrics,
+                engine_factory=factory,
+                name=worker_mod.worker_name("embedded"),
+                on_webhook=on_webhook,
+            )
 
         dispatcher = EmbeddedDispatcher(settings, store, storage, webhooks, make_worker)
     inputs = InputResolver(settings, store, storage)
@@ -73,5 +81,6 @@ def build_worker(settings: Settings, on_webhook: Callable[[str], None] | None = 
     from qedit.service.worker import Worker, worker_name
 
     store, storage, _secret, webhooks, metrics = _core(settings)
-    return Worker(settings, store, storage, webhooks, metrics=metrics, name=worker_name("celery"),
-                  on_webhook=on_webhook)  # fmt: skip
+    return Worker(
+        settings, store, storage, webhooks, metrics=metrics, name=worker_name("celery"), on_webhook=on_webhook
+    )

@@ -132,10 +132,12 @@ class LocalStorage:
         expires = int(time.time() + self.ttl)
         put_path = f"put/{upload_id}/{name}"
         put = f"{base_url.rstrip('/')}/api/v3/media/uploads/{upload_id}/{name}?" + urlencode(
-            {"expires": expires, "sig": sign_path(self.secret, put_path, expires)})  # fmt: skip
+            {"expires": expires, "sig": sign_path(self.secret, put_path, expires)}
+        )
         path = f"{upload_id}/{name}"
         get = f"{base_url.rstrip('/')}/v1/files/{path}?" + urlencode(
-            {"expires": expires, "sig": sign_path(self.secret, path, expires)})  # fmt: skip
+            {"expires": expires, "sig": sign_path(self.secret, path, expires)}
+        )
         return put, get, expires
 
     def check_put(self, upload_id: str, name: str, expires: int, sig: str) -> str | None:

@@ -166,8 +166,9 @@ def make_engine(url: str) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
-                               max_overflow=16)  # fmt: skip
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, max_overflow=16
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
@@ -199,12 +200,31 @@ class TaskStore:
     def add(self, task: NewTask) -> TaskRecord:
         """Persist a task (status ``created``) and return it; the API answers only after this commits."""
         row = TaskRow(
-            id=task.id, key_id=task.key_id, interface=task.interface, model=task.model, status="created",
-            params=task.params, inputs=task.inputs, mask=task.mask, parent_id=task.parent_id, options=task.options,
-            base_url=task.base_url, webhook_url=task.webhook_url, webhook_style=task.webhook_style,
-            webhook_state="none", created_at=time.time(), attempt=0, cancel_requested=False, progress_step=0,
-            progress_total=0, outputs=[], n_outputs=0, compute_seconds=0.0, timings={}, files_expired=False,
-        )  # fmt: skip
+            id=task.id,
+            key_id=task.key_id,
+            interface=task.interface,
+            model=task.model,
+            status="created",
+            params=task.params,
+            inputs=task.inputs,
+            mask=task.mask,
+            parent_id=task.parent_id,
+            options=task.options,
+            base_url=task.base_url,
+            webhook_url=task.webhook_url,
+            webhook_style=task.webhook_style,
+            webhook_state="none",
+            created_at=time.time(),
+            attempt=0,
+            cancel_requested=False,
+            progress_step=0,
+            progress_total=0,
+            outputs=[],
+            n_outputs=0,
+            compute_seconds=0.0,
+            timings={},
+            files_expired=False,
+        )
         with self.session() as s:
             s.add(row)
         return _record(row)
@@ -256,9 +276,10 @@ class TaskStore:
     def failures_by_reason(self) -> dict[str, int]:
         with self.session() as s:
             rows = s.execute(
-                select(TaskRow.error_reason, func.count()).where(TaskRow.status == "failed").group_by(
-                    TaskRow.error_reason)
-            )  # fmt: skip
+                select(TaskRow.error_reason, func.count())
+                .where(TaskRow.status == "failed")
+                .group_by(TaskRow.error_reason)
+            )
             return {reason or "unknown": int(n) for reason, n in rows}
 
     def active_count(self, key_id: str | None) -> int:
@@ -332,8 +353,9 @@ class TaskStore:
                 )
             )
 
-    def heartbeat(self, task_id: str, attempt: int, lease_seconds: float, step: int | None = None,
-                  total: int | None = None) -> Heartbeat:  # fmt: skip
+    def heartbeat(
+        self, task_id: str, attempt: int, lease_seconds: float, step: int | None = None, total: int | None = None
+    ) -> Heartbeat:
         """Extend the lease (and record progress); tells the worker whether to go on."""
         values: dict[str, Any] = {"lease_until": time.time() + lease_seconds}
         if step is not None and total is not None:
@@ -358,21 +380,44 @@ class TaskStore:
             )
             return res.rowcount == 1
 
-    def complete(self, task_id: str, attempt: int, outputs: list[dict[str, Any]], timings: dict[str, float],
-                 compute_seconds: float, progress: tuple[int, int] | None = None) -> bool:  # fmt: skip
+    def complete(
+        self,
+        task_id: str,
+        attempt: int,
+        outputs: list[dict[str, Any]],
+        timings: dict[str, float],
+        compute_seconds: float,
+        progress: tuple[int, int] | None = None,
+    ) -> bool:
         """Record success, only if this attempt still owns the task (so it completes at most once)."""
         extra = {"progress_step": progress[0], "progress_total": progress[1]} if progress else {}
-        return self._finish(task_id, attempt, status="completed", outputs=outputs, n_outputs=len(outputs),
-                            timings=timings, compute_seconds=compute_seconds, error=None, error_reason=None,
-                            **extra)  # fmt: skip
+        return self._finish(
+            task_id,
+            attempt,
+            status="completed",
+            outputs=outputs,
+            n_outputs=len(outputs),
+            timings=timings,
+            compute_seconds=compute_seconds,
+            error=None,
+            error_reason=None,
+            **extra,
+        )
 
     def fail(self, task_id: str, attempt: int, error: str, reason: str, compute_seconds: float = 0.0) -> bool:
-        return self._finish(task_id, attempt, status="failed", error=error, error_reason=reason,
-                            compute_seconds=compute_seconds)  # fmt: skip
+        return self._finish(
+            task_id, attempt, status="failed", error=error, error_reason=reason, compute_seconds=compute_seconds
+        )
 
     def finish_cancelled(self, task_id: str, attempt: int, compute_seconds: float = 0.0) -> bool:
-        return self._finish(task_id, attempt, status="cancelled", error="cancelled", error_reason="cancelled",
-                            compute_seconds=compute_seconds)  # fmt: skip
+        return self._finish(
+            task_id,
+            attempt,
+            status="cancelled",
+            error="cancelled",
+            error_reason="cancelled",
+            compute_seconds=compute_seconds,
+        )
 
     def request_cancel(self, task_id: str, key_id: object = ANY_KEY) -> TaskRecord | None:
         """Cancel a queued task now; ask a running one to stop at its next step. None if not found."""
@@ -393,9 +438,10 @@ class TaskStore:
             )
             if res.rowcount == 0:
                 s.execute(
-                    update(TASKS).where(TaskRow.id == task_id, TaskRow.status == "processing").values(
-                        cancel_requested=True)
-                )  # fmt: skip
+                    update(TASKS)
+                    .where(TaskRow.id == task_id, TaskRow.status == "processing")
+                    .values(cancel_requested=True)
+                )
         return self.get(task_id)
 
     def expire_lease(self, task_id: str, attempt: int) -> bool:
@@ -504,13 +550,20 @@ class TaskStore:
 
     # -- keys and usage ---------------------------------------------------------------------------
 
-    def create_key(self, name: str, *, rate_limit_rpm: int | None = None,
-                   max_concurrent_tasks: int | None = None) -> tuple[ApiKey, str]:  # fmt: skip
+    def create_key(
+        self, name: str, *, rate_limit_rpm: int | None = None, max_concurrent_tasks: int | None = None
+    ) -> tuple[ApiKey, str]:
         """A new key; the secret is returned once and only its hash is kept."""
         secret = "qk_" + secrets.token_urlsafe(24)
-        row = ApiKeyRow(id=uuid.uuid4().hex[:16], name=name, prefix=secret[:7], hash=hash_key(secret),
-                        created_at=time.time(), rate_limit_rpm=rate_limit_rpm,
-                        max_concurrent_tasks=max_concurrent_tasks)  # fmt: skip
+        row = ApiKeyRow(
+            id=uuid.uuid4().hex[:16],
+            name=name,
+            prefix=secret[:7],
+            hash=hash_key(secret),
+            created_at=time.time(),
+            rate_limit_rpm=rate_limit_rpm,
+            max_concurrent_tasks=max_concurrent_tasks,
+        )
         with self.session() as s:
             s.add(row)
         return _key(row), secret
@@ -531,8 +584,11 @@ class TaskStore:
 
     def revoke_key(self, key_id_or_prefix: str) -> ApiKey | None:
         with self.session() as s:
-            rows = list(s.scalars(select(ApiKeyRow).where(
-                or_(ApiKeyRow.id == key_id_or_prefix, ApiKeyRow.prefix == key_id_or_prefix))))  # fmt: skip
+            rows = list(
+                s.scalars(
+                    select(ApiKeyRow).where(or_(ApiKeyRow.id == key_id_or_prefix, ApiKeyRow.prefix == key_id_or_prefix))
+                )
+            )
             if len(rows) != 1:
                 return None
             row = rows[0]
@@ -552,13 +608,25 @@ class TaskStore:
             total, _, compute = s.execute(base).one()
             completed, images, _ = s.execute(base.where(TaskRow.status == "completed")).one()
             failed, _, _ = s.execute(base.where(TaskRow.status == "failed")).one()
-        return Usage(tasks=int(total), completed=int(completed), failed=int(failed), images=int(images),
-                     compute_seconds=float(compute))  # fmt: skip
+        return Usage(
+            tasks=int(total),
+            completed=int(completed),
+            failed=int(failed),
+            images=int(images),
+            compute_seconds=float(compute),
+        )
 
 
 def _key(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at, revoked_at=row.revoked_at,
-                  rate_limit_rpm=row.rate_limit_rpm, max_concurrent_tasks=row.max_concurrent_tasks)  # fmt: skip
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        rate_limit_rpm=row.rate_limit_rpm,
+        max_concurrent_tasks=row.max_concurrent_tasks,
+    )
 
 
 def _webhook_pending() -> Any:

@@ -111,8 +111,13 @@ def native(task: TaskRecord, storage: LocalStorage, attempts: list[WebhookAttemp
 
 # -- WaveSpeed v3 -------------------------------------------------------------------------------
 
-WAVESPEED_STATUS = {"created": "created", "processing": "processing", "completed": "completed",
-                    "failed": "failed", "cancelled": "failed"}  # fmt: skip
+WAVESPEED_STATUS = {
+    "created": "created",
+    "processing": "processing",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "failed",
+}
 
 
 def wavespeed_data(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
@@ -138,14 +143,22 @@ def wavespeed_envelope(data: Any, code: int = 200, message: str = "success") -> 
 
 # -- the aggregator's task API ------------------------------------------------------------------
 
-AGGREGATOR_STATUS = {"created": "queued", "processing": "processing", "completed": "succeeded",
-                     "failed": "failed", "cancelled": "cancelled"}  # fmt: skip
+AGGREGATOR_STATUS = {
+    "created": "queued",
+    "processing": "processing",
+    "completed": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 def aggregator(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
     urls = output_urls(task, storage)
-    progress = 100 if task.status == "completed" else (
-        round(100 * task.progress_step / task.progress_total) if task.progress_total else 0)  # fmt: skip
+    progress = (
+        100
+        if task.status == "completed"
+        else (round(100 * task.progress_step / task.progress_total) if task.progress_total else 0)
+    )
     return {
         "task_id": task.id,
         "object": "image.task",

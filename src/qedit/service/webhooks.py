@@ -35,8 +35,14 @@ def validate_webhook_url(url: str, settings: Settings, field: str) -> str:
 
 
 class WebhookSender:
-    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage, secret: bytes,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        storage: LocalStorage,
+        secret: bytes,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
@@ -81,9 +87,19 @@ class WebhookSender:
                         error = f"HTTP {r.status_code}"
                 except (httpx.HTTPError, BlockedAddress, InvalidInput) as e:
                     error = f"{type(e).__name__}: {e}"
-                self.store.record_webhook_attempt(task.id, WebhookAttempt(
-                    webhook_id=msg_id, event=task.status, attempt=attempt, at=time.time(), url=task.webhook_url,
-                    status_code=status_code, error=error, duration_ms=(time.perf_counter() - t0) * 1000))  # fmt: skip
+                self.store.record_webhook_attempt(
+                    task.id,
+                    WebhookAttempt(
+                        webhook_id=msg_id,
+                        event=task.status,
+                        attempt=attempt,
+                        at=time.time(),
+                        url=task.webhook_url,
+                        status_code=status_code,
+                        error=error,
+                        duration_ms=(time.perf_counter() - t0) * 1000,
+                    ),
+                )
                 if error is None:
                     self.store.set_webhook_state(task.id, "delivered")
                     return "delivered"

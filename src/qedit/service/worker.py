@@ -38,8 +38,9 @@ def load_engine(settings: Settings) -> EditEngine:
     if settings.model == "instant":
         from qedit.service.instant import InstantEngine
 
-        return InstantEngine(step_delay=settings.instant_step_delay, steps=settings.instant_steps,
-                             max_images=settings.max_images)  # fmt: skip
+        return InstantEngine(
+            step_delay=settings.instant_step_delay, steps=settings.instant_steps, max_images=settings.max_images
+        )
     from qedit.engine.pipeline import Engine
 
     return Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
@@ -136,8 +137,9 @@ class Worker:
     def run_next(self, task_id: str | None = None) -> TaskRecord | None:
         """Claim one task (the oldest, or ``task_id``) and run it; None if there was nothing to run."""
         engine = self.engine  # load before claiming: a lease must not expire while weights load
-        task = self.store.claim(self.name, self.settings.lease_seconds, task_id=task_id,
-                                max_attempts=self.settings.max_attempts)  # fmt: skip
+        task = self.store.claim(
+            self.name, self.settings.lease_seconds, task_id=task_id, max_attempts=self.settings.max_attempts
+        )
         if task is None:
             return None
         self.run(task, engine)
@@ -193,8 +195,9 @@ class Worker:
         if last.get("parent_id"):
             parent = last["source"] if last["source"].startswith("task://") else f"task://{last['parent_id']}"
             history = history_from_metadata(imageio.read_metadata(self.storage.resolve(last["path"])))
-        return EditRequest(params=EditParams.model_validate(task.params), images=images, mask=mask, parent=parent,
-                           history=history)  # fmt: skip
+        return EditRequest(
+            params=EditParams.model_validate(task.params), images=images, mask=mask, parent=parent, history=history
+        )
 
     def _write_outputs(self, task: TaskRecord, result: EditResult) -> list[dict[str, Any]]:
         from qedit import imageio
@@ -206,9 +209,17 @@ class Worker:
             path = self.storage.output_path(task.id, name)
             metadata = {**out.metadata, "task": task.id}
             imageio.save_image(out.image, path, fmt, metadata)
-            outputs.append({"name": name, "file": self.storage.output_relative(path), "seed": out.seed,
-                            "width": out.image.size[0], "height": out.image.size[1], "format": fmt,
-                            "metadata": metadata})  # fmt: skip
+            outputs.append(
+                {
+                    "name": name,
+                    "file": self.storage.output_relative(path),
+                    "seed": out.seed,
+                    "width": out.image.size[0],
+                    "height": out.image.size[1],
+                    "format": fmt,
+                    "metadata": metadata,
+                }
+            )
         return outputs
 
     def _discard(self, outputs: list[dict[str, Any]]) -> None:
@@ -217,8 +228,11 @@ class Worker:
                 self.storage.resolve(o["file"]).unlink(missing_ok=True)
 
     def _timings(self, task: TaskRecord, result: EditResult, compute: float) -> dict[str, float]:
-        return {**{k: round(v, 4) for k, v in result.timings.items()}, "inference": round(compute, 4),
-                "queue_wait": round(task.queue_wait or 0.0, 4)}  # fmt: skip
+        return {
+            **{k: round(v, 4) for k, v in result.timings.items()},
+            "inference": round(compute, 4),
+            "queue_wait": round(task.queue_wait or 0.0, 4),
+        }
 
     def _fail(self, task: TaskRecord, error: str, reason: str, compute: float) -> None:
         if self.store.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:

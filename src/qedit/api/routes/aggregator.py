@@ -14,14 +14,21 @@ router = APIRouter(tags=["aggregator"])
 
 
 @router.post("/v1/images/generations", response_model=GenerationTask, summary="Create an image editing task")
-async def create_generation(body: GenerationCreate, services: ServicesDep, caller: CallerDep,
-                            base: BaseUrlDep) -> dict:  # fmt: skip
+async def create_generation(body: GenerationCreate, services: ServicesDep, caller: CallerDep, base: BaseUrlDep) -> dict:
     images = [Source(v, f"image_urls[{i}]") for i, v in enumerate(body.image_urls)]
     mask = Source(body.mask_url, "mask_url") if body.mask_url else None
-    task = await submit(services, caller, interface="aggregator", params=body.to_params(), images=images, mask=mask,
-                        webhook_url=body.callback_url, webhook_field="callback_url",
-                        options={"output_format": body.output_format, "aggregator_model": body.model},
-                        base_url=base)  # fmt: skip
+    task = await submit(
+        services,
+        caller,
+        interface="aggregator",
+        params=body.to_params(),
+        images=images,
+        mask=mask,
+        webhook_url=body.callback_url,
+        webhook_field="callback_url",
+        options={"output_format": body.output_format, "aggregator_model": body.model},
+        base_url=base,
+    )
     return views.aggregator(task, services.storage)
 
 

@@ -32,5 +32,6 @@ async def get_file(
     if path is None:
         raise ApiError("the file is no longer stored", status=410, field="name", code="gone")
     ext = name.rsplit(".", 1)[-1]
-    return FileResponse(path, media_type=MEDIA.get(ext, "application/octet-stream"),
-                        headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+    return FileResponse(
+        path, media_type=MEDIA.get(ext, "application/octet-stream"), headers={"Cache-Control": "private, max-age=3600"}
+    )

@@ -42,15 +42,23 @@ async def _answer(services: ServicesDep, task: TaskRecord, sync: bool, response:
 
 
 @router.post("/v1/edits", response_model=EditTask, status_code=202, summary="Create an edit (JSON)")
-async def create_edit(body: EditCreate, services: ServicesDep, caller: CallerDep, base: BaseUrlDep,
-                      response: Response) -> dict:  # fmt: skip
+async def create_edit(
+    body: EditCreate, services: ServicesDep, caller: CallerDep, base: BaseUrlDep, response: Response
+) -> dict:
     """Queue an edit; 202 with the task (or 200 with the result when ``sync`` and it finished in time)."""
     images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
     mask = Source(body.mask, "mask") if body.mask is not None else None
-    task = await submit(services, caller, interface="native", params=body.to_params(), images=images, mask=mask,
-                        webhook_url=body.webhook_url, options={"output_format": body.output_format,
-                                                               "base64": body.base64},
-                        base_url=base)  # fmt: skip
+    task = await submit(
+        services,
+        caller,
+        interface="native",
+        params=body.to_params(),
+        images=images,
+        mask=mask,
+        webhook_url=body.webhook_url,
+        options={"output_format": body.output_format, "base64": body.base64},
+        base_url=base,
+    )
     return await _answer(services, task, body.sync, response)
 
 
@@ -74,10 +82,17 @@ async def create_edit_upload(
     limit = services.settings.max_input_bytes
     images = [Source(await _read(f, limit, f"image[{i}]"), f"image[{i}]") for i, f in enumerate(image)]
     mask_src = Source(await _read(mask, limit, "mask"), "mask") if mask is not None else None
-    task = await submit(services, caller, interface="native", params=options.to_params(), images=images,
-                        mask=mask_src, webhook_url=options.webhook_url,
-                        options={"output_format": options.output_format, "base64": options.base64},
-                        base_url=base)  # fmt: skip
+    task = await submit(
+        services,
+        caller,
+        interface="native",
+        params=options.to_params(),
+        images=images,
+        mask=mask_src,
+        webhook_url=options.webhook_url,
+        options={"output_format": options.output_format, "base64": options.base64},
+        base_url=base,
+    )
     return await _answer(services, task, options.sync, response)
 
 
@@ -120,21 +135,29 @@ async def list_edits(
             before = (float(ts), tid)
         except ValueError:
             raise InvalidInput(f"not a cursor from this API: {cursor[:60]!r}", field="cursor") from None
-    tasks = await run_in_threadpool(services.store.list_tasks, caller.scope, limit=limit + 1, before=before,
-                                    status=status)  # fmt: skip
+    tasks = await run_in_threadpool(
+        services.store.list_tasks, caller.scope, limit=limit + 1, before=before, status=status
+    )
     page = tasks[:limit]
     data = [await run_in_threadpool(_view, services, t) for t in page]
     more = len(tasks) > limit
-    return {"object": "list", "data": data, "has_more": more,
-            "next_cursor": f"{page[-1].created_at!r}_{page[-1].id}" if more and page else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "next_cursor": f"{page[-1].created_at!r}_{page[-1].id}" if more and page else None,
+    }
 
 
 @router.get("/v1/edits/{task_id}/events", summary="Server-sent events: queued, step n/N, completed/failed")
 async def edit_events(task_id: str, services: ServicesDep, caller: CallerDep, request: Request) -> StreamingResponse:
     """``event: queued|started|step|completed|failed|cancelled``, ``data:`` JSON; ends at a final state."""
     await get_task(services, caller, task_id)
-    return StreamingResponse(_events(services, task_id, request), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    return StreamingResponse(
+        _events(services, task_id, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -180,9 +203,17 @@ async def usage(
     u = await run_in_threadpool(services.store.usage, caller.key_id, since)
     price = services.settings.price_per_image
     key = {"id": caller.key.id, "name": caller.key.name, "prefix": caller.key.prefix} if caller.key else None
-    return {"key": key, "tasks": u.tasks, "completed": u.completed, "failed": u.failed, "images": u.images,
-            "compute_seconds": round(u.compute_seconds, 3), "price_per_image": price,
-            "cost": round(u.images * price, 6), "currency": "USD"}  # fmt: skip
+    return {
+        "key": key,
+        "tasks": u.tasks,
+        "completed": u.completed,
+        "failed": u.failed,
+        "images": u.images,
+        "compute_seconds": round(u.compute_seconds, 3),
+        "price_per_image": price,
+        "cost": round(u.images * price, 6),
+        "currency": "USD",
+    }
 
 
 @router.get("/v1/webhooks/secret", response_model=WebhookSecret, summary="The secret webhooks are signed with")

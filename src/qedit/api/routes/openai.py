@@ -52,10 +52,20 @@ async def images_edits(
         if len(data) > limit:
             raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field="mask")
         mask_src = Source(data, "mask")
-    task = await submit(services, caller, interface="openai", params=form.to_params(), images=images, mask=mask_src,
-                        options={"output_format": form.output_format, "base64": form.response_format == "b64_json",
-                                 "openai_model": form.model},
-                        base_url=base)  # fmt: skip
+    task = await submit(
+        services,
+        caller,
+        interface="openai",
+        params=form.to_params(),
+        images=images,
+        mask=mask_src,
+        options={
+            "output_format": form.output_format,
+            "base64": form.response_format == "b64_json",
+            "openai_model": form.model,
+        },
+        base_url=base,
+    )
     task = await wait(services, task.id, services.settings.sync_timeout)
     if task.status == "failed":
         status = 400 if task.error_reason == "invalid_input" else 500
@@ -65,12 +75,21 @@ async def images_edits(
     if task.status == "cancelled":
         raise ApiError(f"the edit was cancelled (task {task.id})", status=409, code="cancelled")
     if task.status != "completed":
-        raise ApiError(f"the edit did not finish within {services.settings.sync_timeout:g} s; it keeps running: "
-                       f"GET /v1/edits/{task.id}", status=504, code="timeout")  # fmt: skip
+        raise ApiError(
+            f"the edit did not finish within {services.settings.sync_timeout:g} s; it keeps running: "
+            f"GET /v1/edits/{task.id}",
+            status=504,
+            code="timeout",
+        )
     if form.response_format == "b64_json":
         data = [{"b64_json": b} for b in await run_in_threadpool(views.output_b64, task, services.storage)]
     else:
         data = [{"url": u} for u in views.output_urls(task, services.storage)]
     first = task.outputs[0] if task.outputs else None
-    return {"created": int(task.created_at), "data": data, "output_format": form.output_format,
-            "size": f"{first['width']}x{first['height']}" if first else None, "background": "opaque"}  # fmt: skip
+    return {
+        "created": int(task.created_at),
+        "data": data,
+        "output_format": form.output_format,
+        "size": f"{first['width']}x{first['height']}" if first else None,
+        "background": "opaque",
+    }

@@ -22,8 +22,11 @@ async def healthz() -> dict:
 async def readyz(services: ServicesDep) -> JSONResponse:
     d = services.dispatcher
     error = getattr(d, "load_error", None)
-    body = {"status": "ready" if d.ready else ("error" if error else "loading"), "model": services.settings.model,
-            "dispatch": services.settings.dispatch}  # fmt: skip
+    body = {
+        "status": "ready" if d.ready else ("error" if error else "loading"),
+        "model": services.settings.model,
+        "dispatch": services.settings.dispatch,
+    }
     if error:
         body["error"] = error
     return JSONResponse(body, status_code=200 if d.ready else 503)

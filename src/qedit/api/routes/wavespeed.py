@@ -32,33 +32,58 @@ from qedit.service.store import TERMINAL
 
 router = APIRouter(prefix="/api/v3", tags=["wavespeed"])
 
-WebhookQuery = Annotated[str | None, Query(max_length=MAX_URL_CHARS, description="POSTed the result data on "
-                                           "completed and failed; signed (see /api/v3/webhook/secret)")]  # fmt: skip
+WebhookQuery = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_URL_CHARS,
+        description="POSTed the result data on completed and failed; signed (see /api/v3/webhook/secret)",
+    ),
+]
 
 
-async def _submit(body: WaveSpeedCommon, model: str, images: list[Source], services: ServicesDep, caller: CallerDep,
-                  base: str, webhook: str | None) -> dict:  # fmt: skip
-    task = await submit(services, caller, interface="wavespeed", params=body.to_params(), images=images,
-                        webhook_url=webhook, webhook_field="webhook", webhook_style="wavespeed",
-                        options={**body.options, "wavespeed_model": model}, base_url=base)  # fmt: skip
+async def _submit(
+    body: WaveSpeedCommon,
+    model: str,
+    images: list[Source],
+    services: ServicesDep,
+    caller: CallerDep,
+    base: str,
+    webhook: str | None,
+) -> dict:
+    task = await submit(
+        services,
+        caller,
+        interface="wavespeed",
+        params=body.to_params(),
+        images=images,
+        webhook_url=webhook,
+        webhook_field="webhook",
+        webhook_style="wavespeed",
+        options={**body.options, "wavespeed_model": model},
+        base_url=base,
+    )
     if body.enable_sync_mode:
         task = await wait(services, task.id, services.settings.sync_timeout)
     data = await run_in_threadpool(views.wavespeed_data, task, services.storage)
     if body.enable_sync_mode and task.status not in TERMINAL:
-        data["error"] = (f"Sync mode timed out after {services.settings.sync_timeout:g} s; "
-                         f"the task keeps running: query {data['urls']['get']}")  # fmt: skip
+        data["error"] = (
+            f"Sync mode timed out after {services.settings.sync_timeout:g} s; "
+            f"the task keeps running: query {data['urls']['get']}"
+        )
     return views.wavespeed_envelope(data)
 
 
 @router.post("/wavespeed-ai/qwen-image/edit", response_model=PredictionResponse, summary="Qwen Image Edit")
-async def edit(body: WaveSpeedEdit, services: ServicesDep, caller: CallerDep, base: BaseUrlDep,
-               webhook: WebhookQuery = None) -> dict:  # fmt: skip
+async def edit(
+    body: WaveSpeedEdit, services: ServicesDep, caller: CallerDep, base: BaseUrlDep, webhook: WebhookQuery = None
+) -> dict:
     return await _submit(body, MODEL_EDIT, [Source(body.image, "image")], services, caller, base, webhook)
 
 
 @router.post("/wavespeed-ai/qwen-image/edit-plus", response_model=PredictionResponse, summary="Qwen Image Edit Plus")
-async def edit_plus(body: WaveSpeedEditPlus, services: ServicesDep, caller: CallerDep, base: BaseUrlDep,
-                    webhook: WebhookQuery = None) -> dict:  # fmt: skip
+async def edit_plus(
+    body: WaveSpeedEditPlus, services: ServicesDep, caller: CallerDep, base: BaseUrlDep, webhook: WebhookQuery = None
+) -> dict:
     images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
     return await _submit(body, MODEL_EDIT_PLUS, images, services, caller, base, webhook)
 
@@ -76,8 +101,9 @@ async def predictions(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict:
-    tasks = await run_in_threadpool(services.store.list_tasks, caller.scope, limit=page_size,
-                                    offset=(page - 1) * page_size)  # fmt: skip
+    tasks = await run_in_threadpool(
+        services.store.list_tasks, caller.scope, limit=page_size, offset=(page - 1) * page_size
+    )
     total = await run_in_threadpool(services.store.count, caller.scope)
     items = [await run_in_threadpool(views.wavespeed_data, t, services.storage) for t in tasks]
     return views.wavespeed_envelope({"items": items, "page": page, "page_size": page_size, "total": total})
@@ -96,13 +122,20 @@ async def create_upload(body: UploadCreate, services: ServicesDep, caller: Calle
         raise InvalidInput(f"file is {body.size} bytes, at most {limit} allowed", field="size")
     name = _safe_name(body.filename)
     put, download, expires = services.storage.upload_urls(base, uuid.uuid4().hex, name)
-    return views.wavespeed_envelope({"upload": {"method": "PUT", "url": put, "headers": {}},
-                                     "download_url": download, "expires_at": expires})  # fmt: skip
+    return views.wavespeed_envelope(
+        {"upload": {"method": "PUT", "url": put, "headers": {}}, "download_url": download, "expires_at": expires}
+    )
 
 
 @router.put("/media/uploads/{upload_id}/{name}", summary="Upload the bytes (signed URL from POST /media/uploads)")
-async def put_upload(upload_id: str, name: str, request: Request, services: ServicesDep,
-                     expires: Annotated[int, Query()], sig: Annotated[str, Query(max_length=128)]) -> dict:  # fmt: skip
+async def put_upload(
+    upload_id: str,
+    name: str,
+    request: Request,
+    services: ServicesDep,
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=128)],
+) -> dict:
     problem = services.storage.check_put(upload_id, name, expires, sig)
     if problem is not None:
         raise ApiError(f"the upload URL is invalid: {problem}", status=403, field="sig", code="bad_signature")

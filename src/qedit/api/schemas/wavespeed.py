@@ -21,8 +21,9 @@ class WaveSpeedCommon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The positive prompt.")
-    size: SizeText | None = Field(default=None, description="The size of the generated media in pixels (width*height), "
-                                                       "256 ~ 1536 per dimension.")  # fmt: skip
+    size: SizeText | None = Field(
+        default=None, description="The size of the generated media in pixels (width*height), 256 ~ 1536 per dimension."
+    )
     seed: int = Field(default=-1, ge=-1, le=SEED_MAX, description="-1 means a random seed will be used.")
     output_format: Literal["jpeg", "png", "webp"] = "jpeg"
     enable_base64_output: bool = Field(default=False, description="Outputs as BASE64 data URIs instead of URLs.")

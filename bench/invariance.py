@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from qedit.engine import masks
+from qedit import masks
 from qedit.engine.geometry import plan, round_trip_offset
 from qedit.engine.pipeline import Engine
-from qedit.engine.specs import MP
-from qedit.engine.types import EditRequest
+from qedit.models.protocol import EditRequest
+from qedit.models.specs import MP
 from qedit.params import EditParams
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

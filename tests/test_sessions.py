@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from qedit import imageio, sessions
-from qedit.engine import masks
-from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
+from qedit import imageio, masks, sessions
 from qedit.errors import InvalidInput, QeditError
+from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.params import Box, EditParams
 from qedit.sessions import Session
 

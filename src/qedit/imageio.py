@@ -30,9 +30,7 @@ import contextlib
 import html
 import io
 import json
-import os
 import re
-import secrets
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from qedit.errors import InvalidInput
+from qedit.files import write_atomic
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tiff", "tif")
 """File name extensions (lower case, no dot) accepted as input; the bytes decide the actual format."""
@@ -51,7 +50,17 @@ ALLOWED_NAMES = "jpg, jpeg, png, webp, bmp, tiff"
 
 OUTPUT_FORMATS: dict[str, str] = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 """Output format names (and the ``jpg`` alias) -> PIL's encoder name."""
-OUTPUT_EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tiff"}
+"""Format name -> the extension qedit gives its files (inputs as stored, outputs as written)."""
+MIME_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+}
+"""Format name or extension -> media type (data URIs, served files)."""
 
 MAX_PIXELS = 64 * 1024 * 1024
 """Largest input accepted (8192 x 8192). The engine works at ~1 MP, so larger only costs memory; the
@@ -419,46 +428,8 @@ def save_image(
         data = encode_image(image, name, metadata, lossless=lossless)
     except (OSError, ValueError) as e:
         raise InvalidInput(f"cannot encode {path.name} as {name}: {e}", field="output") from None
-    tmp, fd = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InvalidInput(f"cannot write {path}: {e.strerror or e}", field="output") from None
-        raise
-    _fsync_dir(path.parent)
+        write_atomic(path, data)
+    except OSError as e:
+        raise InvalidInput(f"cannot write {path}: {e.strerror or e}", field="output") from None
     return path
-
-
-def _create_temp(path: Path) -> tuple[Path, int]:
-    """A new hidden file next to ``path``, created with the usual 0666-minus-umask permissions (not
-    mkstemp's 0600, which the renamed output would keep)."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise InvalidInput(f"cannot write in {path.parent}: {e.strerror or e}", field="output") from None
-    raise InvalidInput(f"cannot create a temporary file in {path.parent}", field="output")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort elsewhere."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -8,6 +8,7 @@ API layer and the task store can validate and persist it without importing torch
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -108,6 +109,13 @@ class EditParams(BaseModel):
         if self.box_mask and not self.boxes:
             raise ValueError("box_mask needs at least one box")
         return self
+
+
+def output_seeds(seed: int, n: int) -> tuple[int, ...]:
+    """Output *i* of an edit with seed *s* uses *s + i* (so any output can be re-run alone from its
+    metadata); -1 draws *s* at random first."""
+    base = seed if seed >= 0 else secrets.randbelow(SEED_MAX + 1)
+    return tuple((base + i) % (SEED_MAX + 1) for i in range(n))
 
 
 def validate(model: type[BaseModel], data: dict, prefix: str | None = None):  # type: ignore[no-untyped-def]

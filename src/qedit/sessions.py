@@ -34,10 +34,10 @@ from typing import Any
 
 from PIL import Image
 
-from qedit import imageio
-from qedit.engine import masks
-from qedit.engine.types import CancelToken, EditEngine, EditRequest, StepCallback
+from qedit import imageio, masks
 from qedit.errors import InvalidInput, QeditError
+from qedit.files import write_atomic
+from qedit.models.protocol import CancelToken, EditEngine, EditRequest, StepCallback
 from qedit.params import EditParams
 
 FORMAT = 1
@@ -93,20 +93,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class Session:
     """A session directory. Mutating methods re-read ``session.json`` under the lock first."""
 
@@ -135,7 +121,7 @@ class Session:
         directory.mkdir(exist_ok=True)
         (directory / "steps").mkdir(exist_ok=True)
         step = Step(index=0, parent=None, image="steps/000.png", size=image.size, created=_now(), source=source)
-        _atomic_write(directory / step.image, imageio.encode_image(image, "png"))
+        write_atomic(directory / step.image, imageio.encode_image(image, "png"))
         session = cls(directory, name, 0, [step])
         session._write()
         return session
@@ -172,7 +158,7 @@ class Session:
 
     def _write(self) -> None:
         data = {"format": FORMAT, "name": self.name, "head": self.head, "steps": [s.to_json() for s in self.steps]}
-        _atomic_write(self.directory / SESSION_FILE, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(self.directory / SESSION_FILE, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -262,7 +248,7 @@ class Session:
             if mask is not None:
                 (self.directory / "masks").mkdir(exist_ok=True)
                 mask_name = f"masks/{first:03d}.png"
-                _atomic_write(self.path(mask_name), imageio.encode_image(mask.convert("L"), "png"))
+                write_atomic(self.path(mask_name), imageio.encode_image(mask.convert("L"), "png"))
             (self.directory / "steps").mkdir(exist_ok=True)
             new = []
             for k, (image, seed, metadata) in enumerate(images):
@@ -278,7 +264,7 @@ class Session:
                     seed=seed,
                     mask=mask_name,
                 )
-                _atomic_write(self.path(step.image), imageio.encode_image(image.convert("RGB"), "png", metadata))
+                write_atomic(self.path(step.image), imageio.encode_image(image.convert("RGB"), "png", metadata))
                 new.append(step)
             self.steps.extend(new)
             self.head = first

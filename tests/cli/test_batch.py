@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 
 from qedit import imageio
 from qedit.cli import common, main
-from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.errors import InvalidInput
+from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from tests import images as I
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from qedit import masks
 from qedit.cli import common, main
-from qedit.engine import masks
 from tests.test_sessions import DriftEngine, scene
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from qedit.engine.geometry import _line_centres, plan, reference_dimensions, round_trip_offset
-from qedit.engine.specs import MP
+from qedit.models.specs import MP
 
 SIZES = [(1920, 1080), (1080, 1920), (1000, 1000), (640, 480), (333, 777), (3000, 400), (257, 1531)]
 

@@ -17,8 +17,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from qedit.engine.pipeline import Engine
-from qedit.engine.specs import MP
-from qedit.engine.types import EditRequest
+from qedit.models.protocol import EditRequest
+from qedit.models.specs import MP
 from qedit.params import EditParams
 
 

@@ -12,6 +12,7 @@ import pytest
 from qedit.engine import loader
 from qedit.engine.tiny import write_tiny_snapshot
 from qedit.errors import ModelLoadError
+from qedit.models.snapshot import detect_spec
 
 
 @pytest.fixture()
@@ -64,7 +65,7 @@ def test_tokenizer_carries_the_real_special_tokens(tiny_engine) -> None:
 def test_variant_detected_from_model_index(snap: Path, cls: str, zero_cond_t: bool, expected: str) -> None:
     _edit_json(snap / "model_index.json", _qedit_spec=None, _class_name=cls)
     _edit_json(snap / "transformer" / "config.json", zero_cond_t=zero_cond_t)
-    assert loader.detect_spec(snap).name == expected
+    assert detect_spec(snap).name == expected
 
 
 def test_foreign_pipeline_is_refused(snap: Path) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from qedit.engine import masks
+from qedit import masks
 from qedit.errors import InvalidInput
 from qedit.params import Box
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from qedit.engine.geometry import resize
 from qedit.engine.pipeline import Engine
-from qedit.engine.specs import MP
-from qedit.engine.types import EditRequest
+from qedit.models.protocol import EditRequest
+from qedit.models.specs import MP
 from qedit.params import EditParams
 
 TOLERANCE = 1  # in 8-bit levels: 1/255

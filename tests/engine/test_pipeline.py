@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qedit.engine.types import CancelToken, EditRequest
 from qedit.errors import EditCancelled, InvalidInput
+from qedit.models.protocol import CancelToken, EditRequest
 from qedit.params import EditParams
 
 

@@ -18,7 +18,7 @@ from qedit.api import errors
 from qedit.api.deps import rate_limiter
 from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
 from qedit.config import Settings
-from qedit.engine.types import EditEngine
+from qedit.models.protocol import EditEngine
 from qedit.service.services import Services, build_services
 
 log = logging.getLogger("qedit.api")

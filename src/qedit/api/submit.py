@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from qedit.api.deps import Caller
 from qedit.api.errors import ApiError
 from qedit.errors import InvalidInput
+from qedit.models.snapshot import spec_of
 from qedit.params import EditParams
 from qedit.service.inputs import ImageInput
 from qedit.service.services import Services
@@ -37,18 +38,7 @@ def model_max_images(services: Services) -> int:
     settings = services.settings
     if settings.model == "instant":
         return settings.max_images
-    from pathlib import Path
-
-    from qedit.engine.loader import detect_spec
-    from qedit.engine.specs import SPECS
-    from qedit.errors import ModelLoadError
-
-    spec = SPECS.get(settings.model)
-    if spec is None and Path(settings.model).is_dir():
-        try:
-            spec = detect_spec(Path(settings.model))  # reads model_index.json only
-        except ModelLoadError:
-            spec = None  # the worker reports the broken snapshot; the engine checks the count then
+    spec = spec_of(settings.model)  # a broken snapshot: the worker reports it, the engine checks the count
     return min(spec.max_images, settings.max_images) if spec else settings.max_images
 
 

@@ -90,8 +90,7 @@ def appearance_from_args(
     grow/shrink, so an empty mask fails before the model loads; without it only an all-black file
     is caught here and the rest is left to the engine.
     """
-    from qedit import imageio
-    from qedit.engine import masks
+    from qedit import imageio, masks
 
     fields: dict[str, Any] = {}
     for flag, name in (

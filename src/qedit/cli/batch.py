@@ -34,7 +34,7 @@ from qedit.errors import EditCancelled, InvalidInput
 from qedit.params import EditParams
 
 if TYPE_CHECKING:
-    from qedit.engine.types import EditEngine
+    from qedit.models.protocol import EditEngine
 
 EXIT_SOME_FAILED = 1
 
@@ -173,7 +173,7 @@ def process(
 
     from qedit import imageio
     from qedit.cli.progress import step_bar
-    from qedit.engine.types import CancelToken, EditRequest
+    from qedit.models.protocol import CancelToken, EditRequest
 
     todo = [j for j in jobs if not j.done]
     report.skipped.extend(j for j in jobs if j.done)

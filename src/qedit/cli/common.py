@@ -17,7 +17,7 @@ from qedit.errors import InvalidInput
 from qedit.params import EditParams, parse_size, validate
 
 if TYPE_CHECKING:
-    from qedit.engine.types import EditEngine
+    from qedit.models.protocol import EditEngine
 
 FLAG_NAMES: dict[str, str] = {
     "prompt": "--prompt",

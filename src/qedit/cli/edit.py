@@ -41,9 +41,9 @@ def output_paths(output: Path, n: int) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from qedit import imageio
-    from qedit.engine.types import CancelToken, EditRequest
     from qedit.errors import EditCancelled
     from qedit.metadata import history_from_metadata
+    from qedit.models.protocol import CancelToken, EditRequest
 
     fmt = common.output_format(args)
     images = tuple(imageio.load_image(path, field=f"image[{i}]") for i, path in enumerate(args.images))

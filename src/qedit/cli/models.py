@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def find_snapshots(roots: list[Path]) -> list[tuple[Path, str]]:
     """Directories (depth <= 3) holding a Qwen-Image-Edit model_index.json, with their detected spec."""
-    from qedit.engine.loader import detect_spec
     from qedit.errors import QeditError
+    from qedit.models.snapshot import detect_spec
 
     found: list[tuple[Path, str]] = []
     seen: set[Path] = set()
@@ -60,7 +60,7 @@ def search_roots(extra: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qedit.engine.specs import SPECS
+    from qedit.models.specs import SPECS
 
     print("Specs:")
     for spec in SPECS.values():

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from qedit.engine.types import StepCallback
+from qedit.models.protocol import StepCallback
 
 
 @contextmanager

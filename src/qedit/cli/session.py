@@ -78,8 +78,8 @@ def run_new(args: argparse.Namespace) -> int:
 
 def run_edit(args: argparse.Namespace) -> int:
     from qedit.cli.progress import step_bar
-    from qedit.engine.types import CancelToken
     from qedit.errors import EditCancelled
+    from qedit.models.protocol import CancelToken
     from qedit.sessions import Session, edit
 
     session = Session.open(args.name, args.dir)

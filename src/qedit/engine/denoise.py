@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from qedit.engine.encode import Conditioning, TextEmbedding
-from qedit.engine.types import CancelToken, StepCallback
 from qedit.errors import EditCancelled
+from qedit.models.protocol import CancelToken, StepCallback
 
 
 @dataclass(frozen=True)

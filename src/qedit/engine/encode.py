@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from qedit.engine.loader import Components
-from qedit.engine.specs import PROMPT_TEMPLATE_DROP
 from qedit.errors import InvalidInput
+from qedit.models.specs import PROMPT_TEMPLATE_DROP
 
 
 @dataclass(frozen=True)

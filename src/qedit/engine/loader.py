@@ -9,15 +9,15 @@ the 20B transformer in fp32 and casting afterwards exhausts host memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qedit.engine.specs import EDIT_CLASS, PLUS_CLASS, SPECS, ModelSpec, get_spec
 from qedit.errors import ModelLoadError
+from qedit.models.snapshot import detect_spec, read_json
+from qedit.models.specs import SPECS, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +113,9 @@ def _download(hub_id: str) -> Path:
         raise ModelLoadError(f"cannot fetch {hub_id} from the hub ({type(e).__name__}: {e})") from None
 
 
-def detect_spec(path: Path) -> ModelSpec:
-    """Which member of the family a snapshot is, from its own files."""
-    index = _read_json(path / "model_index.json")
-    if isinstance(index.get("_qedit_spec"), str):
-        return get_spec(index["_qedit_spec"])
-    cls = index.get("_class_name")
-    if cls == EDIT_CLASS:
-        return get_spec("qwen-image-edit")
-    if cls == PLUS_CLASS:
-        transformer = _read_json(path / "transformer" / "config.json")
-        return get_spec("qwen-image-edit-2511" if transformer.get("zero_cond_t") else "qwen-image-edit-2509")
-    raise ModelLoadError(
-        f"{path / 'model_index.json'}: _class_name {cls!r} is not a Qwen-Image-Edit pipeline "
-        f"({EDIT_CLASS} or {PLUS_CLASS})"
-    )
-
-
 def check_snapshot(path: Path) -> None:
     """Fail early, naming the file, rather than deep inside from_pretrained."""
-    _read_json(path / "model_index.json")
+    read_json(path / "model_index.json")
     for folder, groups in REQUIRED_FILES.items():
         for names in groups:
             found = [path / folder / n for n in names if (path / folder / n).is_file()]
@@ -140,21 +123,9 @@ def check_snapshot(path: Path) -> None:
                 raise ModelLoadError(f"missing file {path / folder / names[0]}")
             for f in found:
                 if f.suffix == ".json":
-                    _read_json(f)
+                    read_json(f)
         for weights in sorted((path / folder).glob("*.safetensors")):
             _check_safetensors(weights)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelLoadError(f"missing file {file}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"corrupt file {file}: {e}") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"corrupt file {file}: expected a JSON object")
-    return data
 
 
 def _check_safetensors(file: Path) -> None:
@@ -192,7 +163,7 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     model_spec = get_spec(spec) if spec else detect_spec(path)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    scheduler_config = _read_json(path / "scheduler" / "scheduler_config.json")
+    scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
     log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)
     try:
         transformer = QwenImageTransformer2DModel.from_pretrained(path / "transformer", dtype=torch_dtype)

@@ -14,14 +14,14 @@ Each stage is a module with typed inputs and outputs; this file only wires them.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from qedit.engine import loader, masks
+from qedit import masks
+from qedit.engine import loader
 from qedit.engine.decode import decode
 from qedit.engine.denoise import DenoiseInputs, LatentMask, denoise
 from qedit.engine.encode import Conditioning, check_prompt_length, encode_conditioning, encode_reference
@@ -29,11 +29,12 @@ from qedit.engine.latents import make_scheduler, noise, pack, timesteps
 from qedit.engine.loader import Components
 from qedit.engine.postprocess import finish
 from qedit.engine.preprocess import Prepared, prepare
-from qedit.engine.specs import ModelSpec
-from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback, Stopwatch
+from qedit.engine.timing import Stopwatch
 from qedit.errors import InvalidInput
 from qedit.metadata import edit_metadata
-from qedit.params import SEED_MAX, EditParams
+from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
+from qedit.models.specs import ModelSpec
+from qedit.params import EditParams, output_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +92,7 @@ class Engine:
     def resolve(self, params: EditParams) -> Resolved:
         check_prompt_length(self.components, params.prompt)
         check_prompt_length(self.components, params.negative_prompt, field="negative_prompt")
-        base = params.seed if params.seed >= 0 else secrets.randbelow(SEED_MAX + 1)
-        seeds = tuple((base + i) % (SEED_MAX + 1) for i in range(params.num_images))
+        seeds = output_seeds(params.seed, params.num_images)
         return Resolved(
             params=params,
             steps=params.num_inference_steps or self.spec.default_steps,

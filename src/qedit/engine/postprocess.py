@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from qedit.engine import masks
+from qedit import masks
 from qedit.engine.geometry import Geometry, resize
 from qedit.params import EditParams
 

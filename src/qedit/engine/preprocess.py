@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from qedit.engine.geometry import Fit, Geometry, plan, reference_dimensions, resize
-from qedit.engine.specs import ModelSpec
 from qedit.errors import InvalidInput
+from qedit.models.specs import ModelSpec
 
 
 @dataclass(frozen=True)

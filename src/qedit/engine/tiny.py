@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from qedit.engine.specs import EDIT_CLASS, PLUS_CLASS
+from qedit.models.specs import EDIT_CLASS, PLUS_CLASS
 
 VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS)}
 

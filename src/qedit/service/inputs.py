@@ -21,7 +21,6 @@ from qedit.service.store import ANY_KEY, TaskStore
 
 _DATA_URI_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,(.*)$", re.S)
 _TASK_REF_RE = re.compile(r"^task://([0-9a-f]{32})(?:/(\d+))?$")
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp", "tiff": "tiff"}  # sniffed format -> file
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class InputResolver:
             raise InvalidInput("image is empty (0 bytes)", field=field)
         from qedit import imageio
 
-        fmt = EXTENSIONS[imageio.sniff_format(data, field)]
+        fmt = imageio.EXTENSIONS[imageio.sniff_format(data, field)]
         try:
             image = imageio.load_mask(data, field=field) if mask else imageio.load_image(data, field=field)
         except QeditError:

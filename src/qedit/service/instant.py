@@ -13,15 +13,14 @@ cancel a running task, or size a queue.
 
 from __future__ import annotations
 
-import secrets
 import time
 
 from PIL import Image, ImageOps
 
-from qedit.engine.types import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.errors import EditCancelled, InvalidInput
 from qedit.metadata import edit_metadata
-from qedit.params import SEED_MAX
+from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
+from qedit.params import output_seeds
 
 FAIL_MARKER = "[fail]"
 
@@ -56,8 +55,7 @@ class InstantEngine:
             )
         steps = params.num_inference_steps or self.steps
         cfg = params.true_cfg_scale if params.true_cfg_scale is not None else 4.0
-        base = params.seed if params.seed >= 0 else secrets.randbelow(SEED_MAX + 1)
-        seeds = [(base + i) % (SEED_MAX + 1) for i in range(params.num_images)]
+        seeds = output_seeds(params.seed, params.num_images)
         total = steps * len(seeds)
         start = time.perf_counter()
         outputs = []

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable
 
 from qedit.config import Settings
-from qedit.engine.types import EditEngine
+from qedit.models.protocol import EditEngine
 from qedit.service.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from qedit.service.inputs import InputResolver
 from qedit.service.metrics import Metrics

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
 
 from qedit.config import Settings
+from qedit.files import write_atomic
 
 
 def load_secret(settings: Settings) -> bytes:
@@ -25,15 +25,8 @@ def load_secret(settings: Settings) -> bytes:
     path = settings.data_dir / "secret"
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".secret.{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_hex(32))
-        os.chmod(tmp, 0o600)
-        try:
-            os.link(tmp, path)  # fails if another process won the race: then use theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        # created 0600 (never wider, even briefly); if another process won the race, theirs is used
+        write_atomic(path, secrets.token_hex(32).encode(), mode=0o600, exclusive=True)
     return Path(path).read_text().strip().encode()
 
 

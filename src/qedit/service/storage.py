@@ -8,13 +8,13 @@ finished, the same moment the sweeper deletes the file, so every URL given out i
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+from qedit.files import write_atomic
 from qedit.service.signing import sign_path, verify_path
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -47,9 +47,7 @@ class LocalStorage:
         folder = self._dir("inputs", task_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         return str(path.relative_to(self.root))
 
     def output_path(self, task_id: str, name: str) -> Path:
@@ -77,9 +75,7 @@ class LocalStorage:
         folder = self._dir("uploads", upload_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         return path
 
     def delete_old_uploads(self, before: float) -> int:

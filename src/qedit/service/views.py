@@ -11,10 +11,9 @@ import base64
 import datetime as dt
 from typing import Any
 
+from qedit.imageio import MIME_TYPES
 from qedit.service.storage import LocalStorage
 from qedit.service.store import TaskRecord, WebhookAttempt
-
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
 def iso(ts: float | None) -> str | None:
@@ -36,7 +35,9 @@ def output_data_uris(task: TaskRecord, storage: LocalStorage) -> list[str]:
     out = []
     for o in task.outputs:
         data = storage.resolve(o["file"]).read_bytes()
-        out.append(f"data:{MIME.get(o['format'], 'application/octet-stream')};base64,{base64.b64encode(data).decode()}")
+        out.append(
+            f"data:{MIME_TYPES.get(o['format'], 'application/octet-stream')};base64,{base64.b64encode(data).decode()}"
+        )
     return out
 
 

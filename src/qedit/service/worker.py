@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from qedit.config import Settings
-from qedit.engine.types import CancelToken, EditEngine, EditRequest, EditResult
 from qedit.errors import EditCancelled, QeditError
 from qedit.metadata import history_from_metadata
+from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
 from qedit.params import EditParams
 from qedit.service.metrics import Metrics
 from qedit.service.storage import LocalStorage
@@ -29,8 +29,6 @@ from qedit.service.store import TaskRecord, TaskStore
 from qedit.service.webhooks import WebhookSender
 
 log = logging.getLogger("qedit.worker")
-
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 
 
 def load_engine(settings: Settings) -> EditEngine:
@@ -205,7 +203,7 @@ class Worker:
         fmt = task.options.get("output_format", "png")
         outputs = []
         for i, out in enumerate(result.outputs):
-            name = f"{i}-a{task.attempt}.{EXTENSIONS[fmt]}"
+            name = f"{i}-a{task.attempt}.{imageio.EXTENSIONS[fmt]}"
             path = self.storage.output_path(task.id, name)
             metadata = {**out.metadata, "task": task.id}
             imageio.save_image(out.image, path, fmt, metadata)

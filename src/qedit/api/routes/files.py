@@ -9,10 +9,9 @@ from fastapi.responses import FileResponse
 
 from qedit.api.deps import ServicesDep
 from qedit.api.errors import ApiError
+from qedit.imageio import MIME_TYPES
 
 router = APIRouter(tags=["files"])
-
-MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 @router.get("/v1/files/{task_id}/{name}", summary="A result file (signed URL)", response_class=FileResponse)
@@ -33,5 +32,7 @@ async def get_file(
         raise ApiError("the file is no longer stored", status=410, field="name", code="gone")
     ext = name.rsplit(".", 1)[-1]
     return FileResponse(
-        path, media_type=MEDIA.get(ext, "application/octet-stream"), headers={"Cache-Control": "private, max-age=3600"}
+        path,
+        media_type=MIME_TYPES.get(ext, "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=3600"},
     )

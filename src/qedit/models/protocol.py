@@ -1,14 +1,13 @@
-"""The engine's public request/result types and the small typed states passed between stages.
+"""The engine protocol: what an editor takes, what it gives back, and how it reports progress.
 
 ``EditRequest`` is what callers hand to ``Engine.edit``: validated ``EditParams`` plus decoded
-pixels. Stages pass their own small frozen states (``Prepared``, ``Conditioning``, ...) so each
-stage can be read, tested and replaced alone.
+pixels. It lives outside ``qedit.engine`` (torch-free) because the worker, the CLI, the sessions and
+the dry-run ``instant`` editor all speak it without loading a model.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -62,19 +61,6 @@ class EditResult:
     @property
     def images(self) -> list[Image.Image]:
         return [o.image for o in self.outputs]
-
-
-class Stopwatch:
-    """Collects per-stage timings for ``EditResult.timings``."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.timings[name] = self.timings.get(name, 0.0) + now - self._t
-        self._t = now
 
 
 class EditEngine(Protocol):

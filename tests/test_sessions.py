@@ -20,7 +20,7 @@ from qedit import imageio, masks, sessions
 from qedit.errors import InvalidInput, QeditError
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.params import Box, EditParams
-from qedit.sessions import Session
+from qedit.sessions import EditSession
 
 
 def scene(w: int = 256, h: int = 192, seed: int = 0) -> Image.Image:
@@ -105,15 +105,15 @@ ROUNDS = [(20, 100, 60, 140), (180, 100, 230, 150), (100, 20, 140, 60), (60, 130
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Session:
-    return Session.create("poster", scene(), directory=tmp_path / "poster.qedit", source="scene.png")
+def session(tmp_path: Path) -> EditSession:
+    return EditSession.create("poster", scene(), directory=tmp_path / "poster.qedit", source="scene.png")
 
 
 # -- invariance over rounds ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("careless", [False, True], ids=["engine-composites", "engine-does-not"])
-def test_five_masked_rounds_keep_untouched_pixels_identical_to_step_0(session: Session, careless: bool) -> None:
+def test_five_masked_rounds_keep_untouched_pixels_identical_to_step_0(session: EditSession, careless: bool) -> None:
     size = session.step(0).size
     may_change = np.zeros((size[1], size[0]), bool)
     for box in ROUNDS:
@@ -129,7 +129,7 @@ def test_five_masked_rounds_keep_untouched_pixels_identical_to_step_0(session: S
     assert (step5[y0:y1, x0:x1] != step0[y0:y1, x0:x1]).any()  # the last edit is there
 
 
-def test_five_preserve_rounds_keep_untouched_pixels_identical_to_step_0(session: Session) -> None:
+def test_five_preserve_rounds_keep_untouched_pixels_identical_to_step_0(session: EditSession) -> None:
     size = session.step(0).size
     painted = np.zeros((size[1], size[0]), bool)
     for box in ROUNDS:
@@ -140,7 +140,7 @@ def test_five_preserve_rounds_keep_untouched_pixels_identical_to_step_0(session:
     assert np.abs(step5 - step0)[~band].max() == 0
 
 
-def test_without_confinement_the_drift_compounds(session: Session) -> None:
+def test_without_confinement_the_drift_compounds(session: EditSession) -> None:
     """The reference's behaviour, for comparison: every round re-encodes everything."""
     size = session.step(0).size
     for box in ROUNDS:
@@ -152,7 +152,7 @@ def test_without_confinement_the_drift_compounds(session: Session) -> None:
     assert diff.mean() > 3 and diff.max() > 100
 
 
-def test_box_mask_rounds_leave_no_outline_outside_the_boxes(session: Session) -> None:
+def test_box_mask_rounds_leave_no_outline_outside_the_boxes(session: EditSession) -> None:
     size = session.step(0).size
     boxes = (Box(x0=100, y0=80, x1=140, y1=120, colour="red"),)
     engine = DriftEngine(paint=(105, 85, 135, 115))
@@ -169,34 +169,34 @@ def test_box_mask_rounds_leave_no_outline_outside_the_boxes(session: Session) ->
 def test_new_session_keeps_the_original_pixels_and_writes_the_layout(tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     scene().save(src)
-    s = Session.create("card", imageio.load_image(src), directory=tmp_path / "card.qedit", source=str(src))
+    s = EditSession.create("card", imageio.load_image(src), directory=tmp_path / "card.qedit", source=str(src))
     assert np.array_equal(arr(s.image(0)), arr(Image.open(src).convert("RGB")))
     data = json.loads((tmp_path / "card.qedit" / "session.json").read_text())
     assert data["head"] == 0 and data["name"] == "card"
     assert data["steps"][0]["image"] == "steps/000.png" and data["steps"][0]["parent"] is None
     with pytest.raises(InvalidInput, match="already exists"):
-        Session.create("card", scene(), directory=tmp_path / "card.qedit")
+        EditSession.create("card", scene(), directory=tmp_path / "card.qedit")
 
 
 def test_default_directory_is_name_dot_qedit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Session.create("hero", scene())
+    EditSession.create("hero", scene())
     assert (tmp_path / "hero.qedit" / "session.json").is_file()
-    assert Session.open("hero").steps[0].size == (256, 192)
+    assert EditSession.open("hero").steps[0].size == (256, 192)
 
 
 @pytest.mark.parametrize("name", ["", "../x", ".hidden", "a b", "x" * 65])
 def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidInput) as e:
-        Session.create(name, scene(), directory=tmp_path / "s")
+        EditSession.create(name, scene(), directory=tmp_path / "s")
     assert e.value.field == "name"
 
 
-def test_steps_record_params_seed_model_and_parent(session: Session) -> None:
+def test_steps_record_params_seed_model_and_parent(session: EditSession) -> None:
     engine = DriftEngine()
     params = EditParams(prompt="make the sign blue", seed=-1, mask_grow=2)
     (step,) = sessions.edit(session, engine, params, rect_mask((256, 192), (90, 70, 150, 130)))
-    reopened = Session.open("poster", session.directory)
+    reopened = EditSession.open("poster", session.directory)
     recorded = reopened.step(1)
     assert recorded == step
     assert recorded.parent == 0 and recorded.model == "drift" and recorded.seed == 7
@@ -210,7 +210,7 @@ def test_steps_record_params_seed_model_and_parent(session: Session) -> None:
     assert engine.calls[1].images[-1].tobytes() == session.image(1).tobytes()  # edits HEAD
 
 
-def test_checkout_branches_and_undo_follows_parents(session: Session) -> None:
+def test_checkout_branches_and_undo_follows_parents(session: EditSession) -> None:
     engine = DriftEngine()
     for prompt in ("one", "two"):
         sessions.edit(session, engine, EditParams(prompt=prompt))
@@ -225,16 +225,16 @@ def test_checkout_branches_and_undo_follows_parents(session: Session) -> None:
     with pytest.raises(InvalidInput, match="step must be 0-3, got 9") as e:
         session.checkout(9)
     assert e.value.field == "step"
-    assert Session.open("poster", session.directory).head == 0
+    assert EditSession.open("poster", session.directory).head == 0
 
 
-def test_several_outputs_become_sibling_steps(session: Session) -> None:
+def test_several_outputs_become_sibling_steps(session: EditSession) -> None:
     steps = sessions.edit(session, DriftEngine(), EditParams(prompt="variants", num_images=3, seed=10))
     assert [(s.index, s.parent, s.seed) for s in steps] == [(1, 0, 10), (2, 0, 11), (3, 0, 12)]
     assert session.head == 1
 
 
-def test_bad_mask_or_box_fails_before_the_engine_runs(session: Session) -> None:
+def test_bad_mask_or_box_fails_before_the_engine_runs(session: EditSession) -> None:
     engine = DriftEngine()
     with pytest.raises(InvalidInput, match="all black"):
         sessions.edit(session, engine, EditParams(prompt="x"), Image.new("L", (256, 192), 0))
@@ -245,7 +245,7 @@ def test_bad_mask_or_box_fails_before_the_engine_runs(session: Session) -> None:
 
 
 def test_a_crash_while_recording_leaves_the_session_as_it_was(
-    session: Session, monkeypatch: pytest.MonkeyPatch
+    session: EditSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sessions.edit(session, DriftEngine(), EditParams(prompt="one"))
     before = (session.directory / "session.json").read_bytes()
@@ -263,23 +263,23 @@ def test_a_crash_while_recording_leaves_the_session_as_it_was(
         sessions.edit(session, DriftEngine(), EditParams(prompt="two", num_images=2))
     monkeypatch.undo()
     assert (session.directory / "session.json").read_bytes() == before
-    again = Session.open("poster", session.directory)
+    again = EditSession.open("poster", session.directory)
     assert again.head == 1 and len(again.steps) == 2
     assert not list(session.directory.rglob("*.tmp"))
 
 
-def test_a_corrupt_session_file_is_reported_not_raised_as_a_traceback(session: Session) -> None:
+def test_a_corrupt_session_file_is_reported_not_raised_as_a_traceback(session: EditSession) -> None:
     (session.directory / "session.json").write_text("{not json")
     with pytest.raises(QeditError, match="cannot read"):
-        Session.open("poster", session.directory)
+        EditSession.open("poster", session.directory)
     with pytest.raises(InvalidInput, match="no session at"):
-        Session.open("other", session.directory.parent / "missing.qedit")
+        EditSession.open("other", session.directory.parent / "missing.qedit")
 
 
 # -- export -------------------------------------------------------------------------------------
 
 
-def test_export_writes_the_chain_to_head_and_its_steps(session: Session, tmp_path: Path) -> None:
+def test_export_writes_the_chain_to_head_and_its_steps(session: EditSession, tmp_path: Path) -> None:
     engine = DriftEngine()
     sessions.edit(session, engine, EditParams(prompt="one", seed=1), rect_mask((256, 192), (10, 10, 50, 50)))
     sessions.edit(session, engine, EditParams(prompt="dead end", seed=2))

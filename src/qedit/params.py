@@ -11,7 +11,7 @@ import re
 import secrets
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from qedit.errors import InvalidInput
 
@@ -104,11 +104,13 @@ class EditParams(BaseModel):
             raise ValueError("must not be empty")
         return v
 
-    @model_validator(mode="after")
-    def _box_mask_needs_boxes(self) -> EditParams:
-        if self.box_mask and not self.boxes:
-            raise ValueError("box_mask needs at least one box")
-        return self
+    @field_validator("box_mask")
+    @classmethod
+    def _box_mask_needs_boxes(cls, v: bool, info: ValidationInfo) -> bool:
+        """A field rule (``boxes`` is validated first), so every interface's error names ``box_mask``."""
+        if v and not info.data.get("boxes"):
+            raise ValueError("box_mask needs at least one box in boxes")
+        return v
 
 
 def output_seeds(seed: int, n: int) -> tuple[int, ...]:

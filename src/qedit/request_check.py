@@ -36,11 +36,7 @@ def check_request(
     ``image_sizes``: (width, height) of each image, the edited one last. ``mask_must_match``: the
     mask must have the edited image's exact size (the HTTP API's contract; the CLI resizes).
     """
-    n = len(image_sizes)
-    if n < 1:
-        raise InvalidInput("at least 1 image is needed, got 0", field=images_field)
-    if n > max_images:
-        raise InvalidInput(f"model {model} takes at most {max_images} image(s), got {n}", field=images_field)
+    check_image_count(len(image_sizes), max_images=max_images, model=model, field=images_field)
     edited = tuple(image_sizes[-1])
     if params.boxes:
         masks.validate_boxes(params.boxes, edited)
@@ -55,6 +51,14 @@ def check_request(
         _region_left(mask, edited, params.mask_grow, mask_field)
     elif params.box_mask:
         _region_left(masks.boxes_mask(edited, params.boxes), edited, params.mask_grow, "boxes")
+
+
+def check_image_count(n: int, *, max_images: int, model: str, field: str = "images") -> None:
+    """1 to the model's limit; callable alone before any image is fetched or decoded."""
+    if n < 1:
+        raise InvalidInput("at least 1 image is needed, got 0", field=field)
+    if n > max_images:
+        raise InvalidInput(f"model {model} takes at most {max_images} image(s), got {n}", field=field)
 
 
 def _region_left(mask: Image.Image, size: Size, grow: int, field: str) -> None:

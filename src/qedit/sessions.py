@@ -39,6 +39,7 @@ from qedit.errors import InvalidInput, QeditError
 from qedit.files import write_atomic
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, StepCallback
 from qedit.params import EditParams
+from qedit.request_check import check_request
 
 FORMAT = 1
 SESSION_FILE = "session.json"
@@ -93,7 +94,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Session:
+class EditSession:
     """A session directory. Mutating methods re-read ``session.json`` under the lock first."""
 
     def __init__(self, directory: Path, name: str, head: int, steps: Sequence[Step]) -> None:
@@ -107,7 +108,7 @@ class Session:
     @classmethod
     def create(
         cls, name: str, image: Image.Image, *, directory: Path | None = None, source: str | None = None
-    ) -> Session:
+    ) -> EditSession:
         """A new session whose step 0 is ``image`` (kept losslessly, exactly as decoded)."""
         directory = Path(directory) if directory is not None else default_dir(name)
         check_name(name)
@@ -127,7 +128,7 @@ class Session:
         return session
 
     @classmethod
-    def open(cls, name: str, directory: Path | None = None) -> Session:
+    def open(cls, name: str, directory: Path | None = None) -> EditSession:
         directory = Path(directory) if directory is not None else default_dir(name)
         session = cls(directory, name, 0, [])
         session._reload()
@@ -308,7 +309,7 @@ class Session:
 
 
 def edit(
-    session: Session,
+    session: EditSession,
     engine: EditEngine,
     params: EditParams,
     mask: Image.Image | None = None,
@@ -318,25 +319,20 @@ def edit(
 ) -> list[Step]:
     """Edit HEAD's image and record the result(s) as new step(s) after HEAD.
 
-    The mask (or the boxes with ``box_mask``) is checked against HEAD's size before the engine
-    runs. Afterwards the pixels the mask keeps are copied from HEAD once more: the engine already
+    The request is checked against HEAD's image (``check_request``: boxes inside it, a mask that
+    leaves something to edit, not a mask and ``box_mask`` together) before the engine runs.
+    Afterwards the pixels the mask keeps are copied from HEAD once more: the engine already
     composites, but the session's promise (untouched pixels = step 0's, over any number of rounds)
     should not depend on every engine honouring that, and the copy is a no-op when it does.
     """
     base_index = session.head
     base_step = session.step(base_index)
     base = session.image(base_index)
+    check_request(params, (base.size,), max_images=engine.max_images, model=engine.model_id, mask=mask)
+    region = masks.boxes_mask(base.size, params.boxes) if params.box_mask else mask
     edit_mask = None
-    if params.boxes:
-        masks.validate_boxes(params.boxes, base.size)
-    if params.box_mask:
-        if mask is not None:
-            raise InvalidInput("use a mask or box_mask, not both", field="mask")
-        edit_mask = masks.prepare_edit_mask(
-            masks.boxes_mask(base.size, params.boxes), base.size, params.mask_grow, params.mask_feather
-        )
-    elif mask is not None:
-        edit_mask = masks.prepare_edit_mask(mask, base.size, params.mask_grow, params.mask_feather)
+    if region is not None:
+        edit_mask = masks.prepare_edit_mask(region, base.size, params.mask_grow, params.mask_feather)
     request = EditRequest(
         params=params,
         images=(base,),

@@ -138,14 +138,15 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def create_key(self, name: str = "test", **limits: int) -> str:
-        from qedit.service.store import TaskStore
+        from qedit.service.database import Database
+        from qedit.service.keys import KeyStore
 
-        store = TaskStore(self.db_url)
+        db = Database(self.db_url)
         try:
-            store.create_schema()
-            return store.create_key(name, **limits)[1]
+            db.create_schema()
+            return KeyStore(db).create(name, **limits)[1]
         finally:
-            store.close()
+            db.close()
 
 
 def wait_status(

@@ -73,13 +73,14 @@ def test_concurrent_task_limit_answers_429_and_queues_nothing(server: Server) ->
 
 
 def test_revoked_key_is_refused(server: Server) -> None:
-    from qedit.service.store import TaskStore
+    from qedit.service.database import Database
+    from qedit.service.keys import KeyStore
 
     secret = server.create_key("gone")
     with server.client(secret) as c:
         assert c.get("/v1/edits").status_code == 200
-        store = TaskStore(server.db_url)
-        assert store.revoke_key(secret[:7]) is not None
-        store.close()
+        db = Database(server.db_url)
+        assert KeyStore(db).revoke(secret[:7]) is not None
+        db.close()
         r = c.get("/v1/edits")
         assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]

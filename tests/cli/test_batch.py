@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from qedit import imageio
-from qedit.cli import common, main
+from qedit.cli import edit_flags, main
 from qedit.errors import InvalidInput
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from tests import images as I
@@ -71,7 +71,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> InvertEngine:
         loads.append(1)
         return eng
 
-    monkeypatch.setattr(common, "load_engine", load)
+    monkeypatch.setattr(edit_flags, "load_engine", load)
     eng.loads = loads  # type: ignore[attr-defined]
     return eng
 
@@ -159,7 +159,7 @@ def test_unreadable_files_are_listed_and_exit_1_without_stopping(tmp_path: Path,
 
 def test_engine_rejecting_one_image_is_a_failure_not_a_stop(tmp_path: Path, monkeypatch, capsys) -> None:
     eng = InvertEngine(fail_on="b.png")
-    monkeypatch.setattr(common, "load_engine", lambda args: eng)
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: eng)
     src = folder(tmp_path / "in", {"a.png": I.png(), "b.png": I.png(), "c.png": I.png()})
     assert run(str(src), "-p", "x", "-o", str(tmp_path / "out"), "-q") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
@@ -264,7 +264,7 @@ def test_parameter_error_from_the_engine_stops_the_batch(tmp_path: Path, monkeyp
             raise InvalidInput("prompt is 9000 tokens, the model takes 1024", field="prompt")
 
     eng = TooLong()
-    monkeypatch.setattr(common, "load_engine", lambda args: eng)
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: eng)
     src = folder(tmp_path / "in", {"a.png": I.png(), "b.png": I.png()})
     assert run(str(src), "-p", "x", "-o", str(tmp_path / "out"), "-q") == 2
     assert len(eng.calls) == 1  # not repeated for every file
@@ -273,7 +273,7 @@ def test_parameter_error_from_the_engine_stops_the_batch(tmp_path: Path, monkeyp
 
 def test_ctrl_c_keeps_finished_outputs_and_the_next_run_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
     eng = InvertEngine(interrupt_on="b.png")
-    monkeypatch.setattr(common, "load_engine", lambda args: eng)
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: eng)
     src = folder(tmp_path / "in", {"a.png": I.png(), "b.png": I.png(), "c.png": I.png()})
     out = tmp_path / "out"
     assert run(str(src), "-p", "x", "-o", str(out), "-q") == 130

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from qedit import imageio
+from qedit.cli import edit_flags, main
+from qedit.errors import EditCancelled
 
 
 def qedit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,85 @@ def test_bad_images_exit_2(tmp_path: Path, photo: Path) -> None:
         assert not out.exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in {"junk.png"}]
     assert leftovers == []
+
+
+class NoEditEngine:
+    """Stands in for a loaded model that takes one image; these tests never get as far as an edit."""
+
+    model_id = "someone/one-image-model"
+    max_images = 1
+
+    def edit(self, request, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError("the request should have been refused before the edit")
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Every model load, by the --model it was asked for (none should happen for a refused request)."""
+    seen: list[str | None] = []
+
+    def load(args):  # type: ignore[no-untyped-def]
+        seen.append(args.model)
+        return NoEditEngine()
+
+    monkeypatch.setattr(edit_flags, "load_engine", load)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--box-mask"], "--box-mask: needs at least one --box"),
+        (["--box", "0,0,300,10"], "--box[0]: x1 must be <= the image width 260, got 300"),
+        (["--box", "0,0,10,10:blurple"], "--box[0].colour: unknown colour 'blurple'"),
+        (["--mask", "black.png"], "--mask: mask is all black"),
+        (["--mask", "white.png", "--box", "0,0,10,10", "--box-mask"], "--mask: give a mask or box_mask, not both"),
+        (["--box", "20,20,30,30", "--box-mask", "--mask-grow", "-8"], "--box: mask is all black after shrinking by 8"),
+    ],
+)
+def test_image_rules_are_checked_before_the_model_loads(
+    photo: Path,
+    tmp_path: Path,
+    loads: list[str | None],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.new("L", (64, 48), 0).save("black.png")
+    Image.new("L", (64, 48), 255).save("white.png")
+    assert main(["edit", str(photo), "-p", "x", "-o", "out.png", "--model", "tiny", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qedit edit: error: ") and expected in err and err.count("\n") == 1
+    assert loads == [] and not (tmp_path / "out.png").exists()
+
+
+def test_image_count_comes_from_the_spec_before_loading(
+    photo: Path, tmp_path: Path, loads: list[str | None], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.delenv("QEDIT_MODEL", raising=False)  # the default model: tiny, one image
+    out = str(tmp_path / "out.png")
+    assert main(["edit", str(photo), str(photo), "-p", "x", "-o", out]) == 2
+    assert "images: model tiny takes at most 1 image(s), got 2" in capsys.readouterr().err
+    assert main(["edit", *[str(photo)] * 4, "-p", "x", "-o", out, "--model", "someone/one-image-model"]) == 2
+    assert "images: model someone/one-image-model takes at most 3 image(s), got 4" in capsys.readouterr().err
+    assert loads == []  # a hub id is held to the family's limit before loading...
+    assert main(["edit", str(photo), str(photo), "-p", "x", "-o", out, "--model", "someone/one-image-model"]) == 2
+    assert "images: model someone/one-image-model takes at most 1 image(s), got 2" in capsys.readouterr().err
+    assert loads == ["someone/one-image-model"]  # ...and to its own once loaded
+
+
+def test_a_cancelled_edit_writes_nothing_and_exits_130(
+    photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class CancelledEngine(NoEditEngine):
+        def edit(self, request, *, on_step=None, cancel=None):  # type: ignore[no-untyped-def]
+            assert cancel is not None and not cancel.cancelled
+            raise EditCancelled("cancelled before step 1/4")
+
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: CancelledEngine())
+    out = tmp_path / "out.png"
+    assert main(["edit", str(photo), "-p", "x", "-o", str(out), "--model", "tiny", "-q"]) == 130
+    assert capsys.readouterr().err == "qedit edit: cancelled; nothing written\n"
+    assert not out.exists()

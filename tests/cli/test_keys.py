@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 
 from qedit.cli import main
-from qedit.service.store import TaskStore
+from qedit.service.database import Database
+from qedit.service.keys import KeyStore
 
 
 def test_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "--data-dir", str(tmp_path), "create", "alice", "--rpm", "5", "--concurrency", "2"]) == 0
     secret = capsys.readouterr().out.splitlines()[0]
     assert secret.startswith("qk_")
-    store = TaskStore(f"sqlite:///{tmp_path / 'qedit.db'}")
-    key = store.key_by_secret(secret)
+    db = Database(f"sqlite:///{tmp_path / 'qedit.db'}")
+    keys = KeyStore(db)
+    key = keys.by_secret(secret)
     assert key is not None and (key.name, key.rate_limit_rpm, key.max_concurrent_tasks) == ("alice", 5, 2)
 
     assert main(["keys", "--data-dir", str(tmp_path), "list"]) == 0
@@ -23,10 +25,10 @@ def test_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "alice" in listing and key.prefix in listing and secret not in listing  # never the secret
 
     assert main(["keys", "--data-dir", str(tmp_path), "revoke", key.prefix]) == 0
-    assert store.key_by_secret(secret) is None
+    assert keys.by_secret(secret) is None
     assert main(["keys", "--data-dir", str(tmp_path), "revoke", "qk_nope"]) == 2
     assert "no single key" in capsys.readouterr().err
-    store.close()
+    db.close()
 
 
 def test_bad_limits_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,14 +14,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from qedit import masks
-from qedit.cli import common, main
+from qedit.cli import edit_flags, main
 from tests.test_sessions import DriftEngine, scene
 
 
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> DriftEngine:
     engine = DriftEngine(paint=(100, 80, 140, 120))
-    monkeypatch.setattr(common, "load_engine", lambda args: engine)
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: engine)
     return engine
 
 
@@ -119,16 +119,18 @@ def test_box_mask_edit_from_the_command_line(started: Path, engine: DriftEngine)
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--box", "0,0,300,10"], "boxes[0]: x1 must be <= the image width 256, got 300"),
-        (["--box", "5,5,20,20", "--box", "10,10,10,30"], "boxes[1]: box 10,10,10,30 is empty"),
-        (["--box", "1,2,3"], "boxes[0]: expected x0,y0,x1,y1[:colour]"),
-        (["--box", "0,0,10,10:blurple"], "boxes[0].colour: unknown colour 'blurple'"),
-        (["--box-mask"], "box_mask: --box-mask needs at least one --box"),
+        (["--box", "0,0,300,10"], "--box[0]: x1 must be <= the image width 256, got 300"),
+        (["--box", "5,5,20,20", "--box", "10,10,10,30"], "--box[1]: box 10,10,10,30 is empty"),
+        (["--box", "1,2,3"], "--box[0]: expected x0,y0,x1,y1[:colour]"),
+        (["--box", "0,0,10,10:blurple"], "--box[0].colour: unknown colour 'blurple'"),
+        (["--box-mask"], "--box-mask: needs at least one --box"),
         (["--strength", "1.5"], "--strength: Input should be less than or equal to 1"),
-        (["--mask", "black.png"], "mask: mask is all black"),
-        (["--mask", "missing.png"], "mask: no such file: missing.png"),
-        (["--mask", "mask.png", "--mask-grow", "-40"], "mask: mask is all black after shrinking by 40 px"),
+        (["--mask", "black.png"], "--mask: mask is all black"),
+        (["--mask", "missing.png"], "--mask: no such file: missing.png"),
+        (["--mask", "mask.png", "--mask-grow", "-40"], "--mask: mask is all black after shrinking by 40 px"),
         (["--preserve-threshold", "0"], "--preserve-threshold: Input should be greater than 0"),
+        (["--mask", "mask.png", "--box", "0,0,10,10", "--box-mask"], "--mask: give a mask or box_mask, not both"),
+        (["--box", "20,20,30,30", "--box-mask", "--mask-grow", "-8"], "--box: mask is all black after shrinking"),
     ],
 )
 def test_bad_appearance_input_is_one_line_and_exit_2(

@@ -1,4 +1,4 @@
-"""Task stores on both supported databases: SQLite (default) and the Postgres on loopback.
+"""The task database on both supported backends: SQLite (default) and the Postgres on loopback.
 
 The Postgres store lives in a schema of its own, dropped afterwards; when Postgres is unreachable
 its tests skip, saying so.
@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from qedit.service.store import TaskStore
+from qedit.service.database import Database
+from qedit.service.keys import KeyStore
+from qedit.service.outbox import WebhookOutbox
+from qedit.service.tasks import TaskStore
 
 PG_URL = os.environ.get("QEDIT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -38,19 +41,27 @@ def postgres_schema_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskStore]:
-    if request.param == "sqlite":
-        s = TaskStore(f"sqlite:///{tmp_path / 'qedit.db'}")
-        s.create_schema()
-        yield s
-        s.close()
-        return
-    gen = postgres_schema_url()
-    url = next(gen)
-    s = TaskStore(url)
-    s.create_schema()
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    gen = postgres_schema_url() if request.param == "postgres" else iter([f"sqlite:///{tmp_path / 'qedit.db'}"])
+    database = Database(next(gen))
+    database.create_schema()
     try:
-        yield s
+        yield database
     finally:
-        s.close()
+        database.close()
         next(gen, None)
+
+
+@pytest.fixture
+def tasks(db: Database) -> TaskStore:
+    return TaskStore(db)
+
+
+@pytest.fixture
+def keys(db: Database) -> KeyStore:
+    return KeyStore(db)
+
+
+@pytest.fixture
+def outbox(db: Database) -> WebhookOutbox:
+    return WebhookOutbox(db)

@@ -6,9 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from qedit.service.store import TaskStore
+from qedit.service.database import Database
+from qedit.service.records import TaskStatus
+from qedit.service.tasks import TaskStore
 from tests.api.receiver import Receiver
 from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.support.tasks import add
 
 
 def test_kill_9_mid_task_then_restart_loses_nothing_and_completes_each_task_once(tmp_path: Path) -> None:
@@ -43,10 +46,11 @@ def test_kill_9_mid_task_then_restart_loses_nothing_and_completes_each_task_once
             assert running["status"] == "processing" and running["progress"]["step"] >= 3
         srv.kill()  # mid-task: one running (1 s of steps), three queued
 
-        store = TaskStore(srv.db_url)
+        db = Database(srv.db_url)
+        store = TaskStore(db)
         before = {t.id: t for t in (store.get(i) for i in ids) if t is not None}
         assert set(before) == set(ids)  # persisted before the responses: none lost with the process
-        assert before[ids[0]].status == "processing"
+        assert before[ids[0]].status == TaskStatus.PROCESSING
 
         srv.start()  # same data dir and database; the lease of the dead process is released at once
         with srv.client() as c:
@@ -62,7 +66,7 @@ def test_kill_9_mid_task_then_restart_loses_nothing_and_completes_each_task_once
         time.sleep(0.5)
         bodies = [json.loads(r.body) for r in receiver.received]
         assert sorted(b["id"] for b in bodies) == sorted(ids) and {b["status"] for b in bodies} == {"completed"}
-        store.close()
+        db.close()
     finally:
         srv.stop()
         receiver.close()
@@ -70,15 +74,14 @@ def test_kill_9_mid_task_then_restart_loses_nothing_and_completes_each_task_once
 
 def test_a_task_that_keeps_killing_its_worker_is_failed_not_retried_forever(tmp_path: Path) -> None:
     """Simulated with expired leases: after max_attempts runs that never finished, the task fails."""
-    store = TaskStore(f"sqlite:///{tmp_path / 'q.db'}")
-    store.create_schema()
-    from qedit.service.store import NewTask
-
-    task = store.add(NewTask(interface="native", model="instant", params={"prompt": "x"}, inputs=[], base_url="b"))
+    db = Database(f"sqlite:///{tmp_path / 'q.db'}")
+    db.create_schema()
+    store = TaskStore(db)
+    (task_id,) = add(store)
     for attempt in range(1, 4):
         claimed = store.claim("w", lease_seconds=-1, max_attempts=3)  # the lease is already over: "it died"
         assert claimed is not None and claimed.attempt == attempt
     assert store.claim("w", lease_seconds=60, max_attempts=3) is None
-    final = store.get(task.id)
-    assert final is not None and final.status == "failed" and final.error_reason == "crashed"
-    store.close()
+    final = store.get(task_id)
+    assert final is not None and final.status == TaskStatus.FAILED and final.error_reason == "crashed"
+    db.close()

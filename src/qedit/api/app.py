@@ -18,8 +18,9 @@ from qedit.api import errors
 from qedit.api.deps import rate_limiter
 from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
 from qedit.config import Settings
+from qedit.interfaces import webhook_payload
 from qedit.models.protocol import EditEngine
-from qedit.service.services import Services, build_services
+from qedit.service.wiring import Services, build_services
 
 log = logging.getLogger("qedit.api")
 
@@ -34,7 +35,7 @@ def create_app(
     settings: Settings, *, engine_factory: Callable[[Settings], EditEngine] | None = None, start_services: bool = True
 ) -> FastAPI:
     """Build the app; its services start when the app starts (``start_services=False``: API only, for docs)."""
-    services: Services = build_services(settings, engine_factory=engine_factory)
+    services: Services = build_services(settings, webhook_payload, engine_factory=engine_factory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -19,8 +19,8 @@ from fastapi import Depends, Request
 
 from qedit.api.errors import ApiError
 from qedit.config import Settings
-from qedit.service.services import Services
-from qedit.service.store import ApiKey
+from qedit.service.keys import ApiKey
+from qedit.service.wiring import Services
 
 
 def get_services(request: Request) -> Services:
@@ -130,7 +130,7 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
             code="missing_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = services.store.key_by_secret(token)
+    key = services.keys.by_secret(token)
     if key is None:
         raise ApiError(
             f"unknown or revoked API key {token[:7]}...",

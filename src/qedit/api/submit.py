@@ -1,8 +1,9 @@
-"""The one submission path every interface ends in: limits -> inputs -> files -> store -> dispatch.
+"""The one submission path every interface ends in: limits -> inputs -> checks -> files -> store -> dispatch.
 
-Interfaces differ only in how they name things; once their schema has produced ``EditParams`` and a
-list of image sources, the rest is here, so every interface refuses the same bad inputs the same
-way, and nothing is queued unless all of it passed. ``wait`` serves sync modes (bounded).
+Interfaces differ only in how they name things; once their schema has produced ``EditParams``,
+``TaskOptions`` and a list of image sources, the rest is here, so every interface refuses the same
+bad inputs the same way (``qedit.request_check``, as the CLI and the engine do), and nothing is
+queued, stored or counted unless all of it passed. ``wait`` serves sync modes (bounded).
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+import uuid
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
 
 from qedit.api.deps import Caller
 from qedit.api.errors import ApiError
 from qedit.errors import InvalidInput
 from qedit.models.snapshot import spec_of
 from qedit.params import EditParams
+from qedit.request_check import check_image_count, check_request
 from qedit.service.inputs import ImageInput
-from qedit.service.services import Services
-from qedit.service.store import TERMINAL, NewTask, TaskRecord
+from qedit.service.records import TERMINAL, Interface, NewTask, TaskInput, TaskOptions, TaskRecord
 from qedit.service.webhooks import validate_webhook_url
+from qedit.service.wiring import Services
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,12 @@ class Source:
 
     value: str | bytes
     field: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    images: list[ImageInput]
+    mask: ImageInput | None
 
 
 def model_max_images(services: Services) -> int:
@@ -47,7 +57,7 @@ def check_capacity(services: Services, caller: Caller) -> None:
     if caller.key is None:
         return
     limit = caller.key.max_concurrent_tasks or services.settings.max_concurrent_tasks
-    active = services.store.active_count(caller.key_id)
+    active = services.tasks.active_count(caller.key_id)
     if active >= limit:
         raise ApiError(
             f"{active} tasks queued or running, at most {limit} at once for this key; retry later",
@@ -58,114 +68,98 @@ def check_capacity(services: Services, caller: Caller) -> None:
         )
 
 
-def _resolve(
-    services: Services, caller: Caller, images: list[Source], mask: Source | None, max_images: int
-) -> tuple[list[ImageInput], ImageInput | None]:
-    resolver = services.inputs
-    resolver.check_count(len(images), field="images")
-    if len(images) > max_images:
-        raise InvalidInput(
-            f"model {services.settings.model} takes at most {max_images} image(s), got {len(images)}", field="images"
-        )
+def _read_inputs(services: Services, caller: Caller, images: list[Source], mask: Source | None) -> Inputs:
+    reader = services.inputs
 
     def one(src: Source, is_mask: bool = False) -> ImageInput:
         if isinstance(src.value, bytes):
-            return resolver.from_upload(src.value, src.field, mask=is_mask)
-        return resolver.from_string(src.value, src.field, caller.scope, mask=is_mask)
+            return reader.from_upload(src.value, src.field, mask=is_mask)
+        return reader.from_string(src.value, src.field, caller.scope, mask=is_mask)
 
-    resolved = [one(s) for s in images]
-    mask_input = None
-    if mask is not None:
-        mask_input = one(mask, is_mask=True)
-        if mask_input.size != resolved[-1].size:
-            (mw, mh), (iw, ih) = mask_input.size, resolved[-1].size
-            raise InvalidInput(
-                f"mask is {mw}x{mh} but the edited (last) image is {iw}x{ih}; they must match", field=mask.field
-            )
-    return resolved, mask_input
+    return Inputs([one(s) for s in images], one(mask, is_mask=True) if mask is not None else None)
 
 
 def _persist(
     services: Services,
     caller: Caller,
-    interface: str,
+    interface: Interface,
     params: EditParams,
-    images: list[ImageInput],
-    mask: ImageInput | None,
+    inputs: Inputs,
+    options: TaskOptions,
     webhook_url: str | None,
-    webhook_style: str,
-    options: dict[str, Any],
     base_url: str,
 ) -> TaskRecord:
-    task = NewTask(interface=interface, model=services.settings.model, params={}, inputs=[], base_url=base_url)
+    task_id = uuid.uuid4().hex
     storage = services.storage
-    inputs = []
-    for i, img in enumerate(images):
-        path = storage.write_input(task.id, f"{i}.{img.ext}", img.data)
-        inputs.append(
-            {
-                "path": path,
-                "source": img.source,
-                "width": img.size[0],
-                "height": img.size[1],
-                "parent_id": img.parent_id,
-            }
+    stored = [
+        TaskInput(
+            path=storage.write_input(task_id, f"{i}.{img.ext}", img.data),
+            source=img.source,
+            width=img.size[0],
+            height=img.size[1],
+            parent_id=img.parent_id,
         )
-    mask_path = storage.write_input(task.id, f"mask.{mask.ext}", mask.data) if mask else None
+        for i, img in enumerate(inputs.images)
+    ]
+    mask = inputs.mask
+    mask_path = storage.write_input(task_id, f"mask.{mask.ext}", mask.data) if mask else None
+    images = inputs.images
     parent = images[-1].parent_id or next((i.parent_id for i in images if i.parent_id), None)
-    task = dataclasses.replace(
-        task,
+    task = NewTask(
+        id=task_id,
+        interface=interface,
+        model=services.settings.model,
+        params=params,
+        inputs=stored,
+        base_url=base_url,
         key_id=caller.key_id,
-        params=params.model_dump(mode="json"),
-        inputs=inputs,
         mask=mask_path,
         parent_id=parent,
         options=options,
         webhook_url=webhook_url,
-        webhook_style=webhook_style,
     )
-    return services.store.add(task)
+    return services.tasks.add(task)
 
 
 async def submit(
     services: Services,
     caller: Caller,
     *,
-    interface: str,
+    interface: Interface,
     params: EditParams,
     images: list[Source],
+    options: TaskOptions,
+    base_url: str,
     mask: Source | None = None,
     webhook_url: str | None = None,
     webhook_field: str = "webhook_url",
-    webhook_style: str = "standard",
-    options: dict[str, Any] | None = None,
-    base_url: str,
 ) -> TaskRecord:
     """Validate everything, persist the task, hand it to a worker; the task exists when this returns."""
     if webhook_url is not None:
         validate_webhook_url(webhook_url, services.settings, webhook_field)
     check_capacity(services, caller)
     max_images = model_max_images(services)
+    model = services.settings.model
     try:
-        resolved, mask_input = await run_in_threadpool(_resolve, services, caller, images, mask, max_images)
-        task = await run_in_threadpool(
-            _persist,
-            services,
-            caller,
-            interface,
+        check_image_count(len(images), max_images=max_images, model=model)  # before fetching anything
+        inputs = await run_in_threadpool(_read_inputs, services, caller, images, mask)
+        check_request(
             params,
-            resolved,
-            mask_input,
-            webhook_url,
-            webhook_style,
-            options or {},
-            base_url,
+            [i.size for i in inputs.images],
+            max_images=max_images,
+            model=model,
+            mask=inputs.mask.mask if inputs.mask else None,
+            mask_must_match=True,
+            mask_field=mask.field if mask else "mask",
+        )
+        task = await run_in_threadpool(
+            _persist, services, caller, interface, params, inputs, options, webhook_url, base_url
         )
     except InvalidInput:
         services.metrics.rejected.labels("invalid_input").inc()
         raise
     services.dispatcher.submit(task.id)
-    services.metrics.submitted.labels(interface).inc()
+    services.metrics.submitted.labels(interface.value).inc()
     return task
 
 
@@ -174,7 +168,7 @@ async def wait(services: Services, task_id: str, timeout: float) -> TaskRecord:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
-        task = await run_in_threadpool(services.store.get, task_id)
+        task = await run_in_threadpool(services.tasks.get, task_id)
         assert task is not None
         if task.status in TERMINAL or time.monotonic() >= deadline:
             return task
@@ -183,7 +177,22 @@ async def wait(services: Services, task_id: str, timeout: float) -> TaskRecord:
 
 
 async def get_task(services: Services, caller: Caller, task_id: str, field: str = "id") -> TaskRecord:
-    task = await run_in_threadpool(services.store.get, task_id, caller.scope)
+    task = await run_in_threadpool(services.tasks.get, task_id, caller.scope)
     if task is None:
         raise ApiError(f"task {task_id} not found", status=404, field=field, code="not_found")
     return task
+
+
+async def read_upload(source: UploadFile | Request, limit: int, field: str) -> bytes:
+    """An uploaded file's (or a raw request body's) bytes, refused as soon as they pass ``limit``."""
+    if isinstance(source, Request):
+        data = bytearray()
+        async for chunk in source.stream():
+            data += chunk
+            if len(data) > limit:
+                break
+    else:
+        data = bytearray(await source.read(limit + 1))
+    if len(data) > limit:
+        raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field=field)
+    return bytes(data)

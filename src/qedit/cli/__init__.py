@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from qedit import __version__
 from qedit.errors import QeditError
@@ -22,6 +24,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """One line, exit 2 (argparse's own behaviour prints the whole usage first)."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def flags_given(args: argparse.Namespace, fields: Mapping[str, str] | Iterable[str]) -> dict[str, Any]:
+    """``{field: value}`` for the flags the user gave (``fields``: argparse dest -> field, or names
+    that are both). Unset flags are left out, so the model they fill keeps the only copy of the defaults."""
+    pairs = fields.items() if isinstance(fields, Mapping) else ((name, name) for name in fields)
+    return {field: getattr(args, dest) for dest, field in pairs if getattr(args, dest, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except QeditError as e:
         print(f"qedit {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"qedit {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C; an edit it cancelled says what it left (see cli.progress)
+        print(f"qedit {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -2,8 +2,10 @@
 
 ``qedit edit`` and ``qedit session edit`` both call ``add_appearance_arguments`` and
 ``appearance_from_args``, so the two commands cannot drift apart. Flags left unset are not passed
-on, so ``EditParams`` keeps the only copy of the defaults and of the range checks (its errors name
-the field: ``strength``, ``mask_grow``, ...).
+on, so ``EditParams`` keeps the only copy of the defaults and of the range checks; what depends on
+the image (boxes inside it, a mask that leaves something to edit) is ``qedit.request_check``'s,
+run before the model loads (``edit_flags.load_checked_engine``). Errors name the flag
+(``--strength``, ``--box[1]``, ``--mask``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from PIL import Image
 
+from qedit.cli import flags_given
+from qedit.cli.edit_flags import errors_name_flags
 from qedit.errors import InvalidInput
 from qedit.params import Box
 
@@ -81,44 +85,19 @@ def parse_boxes(texts: list[str] | None) -> tuple[Box, ...]:
     return tuple(boxes)
 
 
-def appearance_from_args(
-    args: argparse.Namespace, size: tuple[int, int] | None = None
-) -> tuple[Image.Image | None, dict[str, Any]]:
-    """The mask image (mode "L", or ``None``) and the ``EditParams`` fields the flags set.
+def appearance_from_args(args: argparse.Namespace) -> tuple[Image.Image | None, dict[str, Any]]:
+    """The mask image (mode "L", or ``None``) and the ``EditParams`` fields the flags set."""
+    from qedit import imageio
 
-    With ``size`` (the edited image's width, height) the mask is also checked at that size after
-    grow/shrink, so an empty mask fails before the model loads; without it only an all-black file
-    is caught here and the rest is left to the engine.
-    """
-    from qedit import imageio, masks
-
-    fields: dict[str, Any] = {}
-    for flag, name in (
-        ("mask_grow", "mask_grow"),
-        ("mask_feather", "mask_feather"),
-        ("strength", "strength"),
-        ("preserve", "preserve"),
-        ("preserve_threshold", "preserve_threshold"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            fields[name] = value
-    boxes = parse_boxes(getattr(args, "box", None))
-    if boxes:
-        fields["boxes"] = boxes
-    if getattr(args, "box_mask", False):
-        if not boxes:
-            raise InvalidInput("--box-mask needs at least one --box", field="box_mask")
-        fields["box_mask"] = True
-    mask = None
-    mask_path = getattr(args, "mask", None)
-    if mask_path is not None:
-        if fields.get("box_mask"):
-            raise InvalidInput("use --mask or --box-mask, not both", field="mask")
-        mask = imageio.load_mask(mask_path, field="mask")
-        grow = int(fields.get("mask_grow", 0)) if size is not None else 0
-        if abs(grow) <= 256:  # beyond, EditParams refuses the value itself
-            masks.mask_region(mask, size or mask.size, grow)
-    if size is not None and boxes:
-        masks.validate_boxes(boxes, size)
+    with errors_name_flags():
+        fields = flags_given(args, ("mask_grow", "mask_feather", "strength", "preserve", "preserve_threshold"))
+        boxes = parse_boxes(getattr(args, "box", None))
+        if boxes:
+            fields["boxes"] = boxes
+        if getattr(args, "box_mask", False):
+            if not boxes:
+                raise InvalidInput("needs at least one --box", field="box_mask")
+            fields["box_mask"] = True
+        mask_path = getattr(args, "mask", None)
+        mask = imageio.load_mask(mask_path, field="mask") if mask_path is not None else None
     return mask, fields

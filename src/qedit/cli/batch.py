@@ -26,11 +26,12 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qedit.cli import common
-from qedit.errors import EditCancelled, InvalidInput
+from qedit.cli import edit_flags
+from qedit.errors import InvalidInput
 from qedit.params import EditParams
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder for the outputs (created if missing)",
     )
     p.add_argument("-r", "--recursive", action="store_true", help="also edit images in sub-folders (mirrored)")
-    common.add_edit_arguments(p)
+    edit_flags.add_edit_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -129,9 +130,9 @@ def plan(in_dir: Path, out_dir: Path, files: list[Path], ext: str, num: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = common.output_format(args)
+    fmt = edit_flags.output_format(args)
     ext = (args.format or "png").lower()
-    params = common.params_from_args(args)
+    params = edit_flags.params_from_args(args)
     in_dir: Path = args.in_dir
     out_dir: Path = args.out_dir
     if not in_dir.exists():
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan(in_dir, out_dir, files, ext, params.num_images)
     report = Report(ignored=ignored)
     try:
-        process(jobs, params, fmt, lambda: common.load_engine(args), report, progress=not args.quiet)
+        process(jobs, params, fmt, lambda: edit_flags.load_engine(args), report, progress=not args.quiet)
     except KeyboardInterrupt:
         print_summary(report, interrupted=True)
         raise
@@ -172,8 +173,8 @@ def process(
     from tqdm import tqdm
 
     from qedit import imageio
-    from qedit.cli.progress import step_bar
-    from qedit.models.protocol import CancelToken, EditRequest
+    from qedit.cli.progress import run_edit
+    from qedit.models.protocol import EditRequest
 
     todo = [j for j in jobs if not j.done]
     report.skipped.extend(j for j in jobs if j.done)
@@ -202,21 +203,16 @@ def process(
             if engine is None:
                 engine = load_engine()
             request = EditRequest(params=params, images=(image,), parent=str(job.source), history=history)
-            cancel = CancelToken()
-            with step_bar(progress, f"  {job.name}", leave=False, position=1) as on_step:
-                try:
-                    result = engine.edit(request, on_step=on_step, cancel=cancel)
-                except KeyboardInterrupt:
-                    cancel.cancel()
-                    raise
-                except EditCancelled:
-                    raise KeyboardInterrupt from None
-                except InvalidInput as e:
-                    if (e.field or "").split(".")[0] in EditParams.model_fields:
-                        raise  # a parameter problem fails every file alike: stop now (exit 2)
-                    _fail(report, job, e.message, progress)
-                    files_bar.update(1)
-                    continue
+            try:
+                result = run_edit(
+                    partial(engine.edit, request), progress=progress, desc=f"  {job.name}", leave=False, position=1
+                )
+            except InvalidInput as e:
+                if (e.field or "").split(".")[0] in EditParams.model_fields:
+                    raise  # a parameter problem fails every file alike: stop now (exit 2)
+                _fail(report, job, e.message, progress)
+                files_bar.update(1)
+                continue
             for out, path in zip(result.outputs, job.outputs, strict=True):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 imageio.save_image(out.image, path, fmt, out.metadata)

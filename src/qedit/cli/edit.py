@@ -8,11 +8,11 @@ carried into the new file's metadata.
 from __future__ import annotations
 
 import argparse
-import sys
+from functools import partial
 from pathlib import Path
 
-from qedit.cli import appearance, common
-from qedit.cli.progress import step_bar
+from qedit.cli import appearance, edit_flags
+from qedit.cli.progress import run_edit
 from qedit.errors import InvalidInput
 
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="input image(s): jpg, jpeg, png, webp, bmp, tiff")
     p.add_argument("-p", "--prompt", required=True, help="the instruction (English, Chinese or mixed)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output file (.png, .jpg, .webp)")
-    common.add_edit_arguments(p)
+    edit_flags.add_edit_arguments(p)
     appearance.add_appearance_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -41,33 +41,19 @@ def output_paths(output: Path, n: int) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from qedit import imageio
-    from qedit.errors import EditCancelled
     from qedit.metadata import history_from_metadata
-    from qedit.models.protocol import CancelToken, EditRequest
+    from qedit.models.protocol import EditRequest
 
-    fmt = common.output_format(args)
+    fmt = edit_flags.output_format(args)
     images = tuple(imageio.load_image(path, field=f"image[{i}]") for i, path in enumerate(args.images))
-    mask, appearance_fields = appearance.appearance_from_args(args, size=images[-1].size)
-    params = common.params_from_args(args, **appearance_fields)
+    mask, appearance_fields = appearance.appearance_from_args(args)
+    params = edit_flags.params_from_args(args, **appearance_fields)
     if not args.output.parent.is_dir():
         raise InvalidInput(f"directory {args.output.parent} does not exist", field="output")
     history = history_from_metadata(imageio.read_metadata(args.images[-1]))
-    engine = common.load_engine(args)
-    if len(images) > engine.max_images:
-        raise InvalidInput(
-            f"{engine.model_id} takes at most {engine.max_images} image(s), got {len(images)}", field="images"
-        )
-    cancel = CancelToken()
+    engine = edit_flags.load_checked_engine(args, params, [image.size for image in images], mask)
     request = EditRequest(params=params, images=images, mask=mask, parent=str(args.images[-1]), history=history)
-    with step_bar(enabled=not args.quiet) as on_step:
-        try:
-            result = engine.edit(request, on_step=on_step, cancel=cancel)
-        except KeyboardInterrupt:
-            cancel.cancel()
-            raise
-        except EditCancelled:
-            print("qedit edit: cancelled; nothing written", file=sys.stderr)
-            return 130
+    result = run_edit(partial(engine.edit, request), progress=not args.quiet, cancelled="cancelled; nothing written")
     for out, path in zip(result.outputs, output_paths(args.output, len(result.outputs)), strict=True):
         imageio.save_image(out.image, path, fmt, out.metadata)
         print(f"{path}  seed {out.seed}  {out.image.size[0]}x{out.image.size[1]}")

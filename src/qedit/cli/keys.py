@@ -27,35 +27,36 @@ def _when(ts: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qedit.config import Settings
+    from qedit.cli.service_settings import settings_from_args
     from qedit.errors import InvalidInput
-    from qedit.service.store import TaskStore
+    from qedit.service.database import Database
+    from qedit.service.keys import KeyStore
 
-    overrides = {k: getattr(args, k) for k in ("data_dir", "database_url") if getattr(args, k, None) is not None}
-    settings = Settings(**overrides)
+    settings = settings_from_args(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = TaskStore(settings.db_url)
-    store.create_schema()
+    db = Database(settings.db_url)
+    db.create_schema()
+    keys = KeyStore(db)
     try:
         if args.keys_command == "create":
             for flag in ("rpm", "concurrency"):
                 if getattr(args, flag) is not None and getattr(args, flag) < 1:
                     raise InvalidInput(f"must be at least 1, got {getattr(args, flag)}", field=f"--{flag}")
-            key, secret = store.create_key(args.name, rate_limit_rpm=args.rpm, max_concurrent_tasks=args.concurrency)
+            key, secret = keys.create(args.name, rate_limit_rpm=args.rpm, max_concurrent_tasks=args.concurrency)
             print(secret)
             print(f"id {key.id}  name {key.name}  (store the key now: it is not shown again)")
         elif args.keys_command == "list":
             print(f"{'id':16}  {'prefix':8}  {'name':20}  {'created':16}  {'revoked':16}  rpm  concurrency")
-            for k in store.list_keys():
+            for k in keys.list_all():
                 print(
                     f"{k.id:16}  {k.prefix:8}  {k.name[:20]:20}  {_when(k.created_at):16}  {_when(k.revoked_at):16}  "
                     f"{k.rate_limit_rpm or '-'!s:>3}  {k.max_concurrent_tasks or '-'}"
                 )
         else:
-            key = store.revoke_key(args.key)
+            key = keys.revoke(args.key)
             if key is None:
                 raise InvalidInput(f"no single key with id or prefix {args.key!r}", field="key")
             print(f"revoked {key.id} ({key.name})")
     finally:
-        store.close()
+        db.close()
     return 0

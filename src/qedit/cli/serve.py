@@ -31,24 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace):  # -> qedit.config.Settings
-    from qedit.config import Settings
-
-    names = ("host", "port", "model", "device", "data_dir", "database_url", "workers", "dispatch", "public_url")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if getattr(args, "no_auth", False):
-        overrides["auth"] = "none"
-    return Settings(**overrides)
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
 
     import uvicorn
 
     from qedit.api.app import create_app
+    from qedit.cli.service_settings import settings_from_args
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, **({"auth": "none"} if args.no_auth else {}))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     if settings.auth == "none":

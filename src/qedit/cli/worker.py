@@ -29,17 +29,18 @@ def run(args: argparse.Namespace) -> int:
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from qedit.config import Settings
+    from qedit.cli.service_settings import settings_from_args
+    from qedit.interfaces import webhook_payload
     from qedit.service.celery_app import bind_worker, make_celery
-    from qedit.service.services import build_worker
+    from qedit.service.wiring import build_worker
 
-    names = ("model", "device", "data_dir", "database_url", "broker_url", "celery_queue")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    settings = Settings(dispatch="celery", **overrides)
+    settings = settings_from_args(args, dispatch="celery")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qedit-webhook")
     holder: dict = {}
-    worker = build_worker(settings, on_webhook=lambda tid: pool.submit(holder["w"].webhooks.deliver, tid))
+    worker = build_worker(
+        settings, webhook_payload, on_webhook=lambda tid: pool.submit(holder["w"].webhooks.deliver, tid)
+    )
     holder["w"] = worker
     if args.metrics_port:
         from prometheus_client import start_http_server

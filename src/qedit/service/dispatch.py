@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from qedit.config import Settings
-from qedit.service.storage import LocalStorage
-from qedit.service.store import TaskStore
-from qedit.service.webhooks import WebhookSender
+from qedit.service.records import TaskStatus
+
+if TYPE_CHECKING:
+    from qedit.service.wiring import Core
+    from qedit.service.worker import Worker
 
 log = logging.getLogger("qedit.dispatch")
 
@@ -63,25 +64,20 @@ class Sweeper:
     """Periodic housekeeping shared by both dispatch modes."""
 
     def __init__(
-        self,
-        settings: Settings,
-        store: TaskStore,
-        storage: LocalStorage,
-        webhooks: WebhookSender,
-        deliver: Callable[[str], None],
-        redispatch: Callable[[str], None] | None = None,
+        self, core: Core, deliver: Callable[[str], None], redispatch: Callable[[str], None] | None = None
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.storage = storage
-        self.webhooks = webhooks
+        self.settings = core.settings
+        self.tasks = core.tasks
+        self.outbox = core.outbox
+        self.storage = core.storage
+        self.webhooks = core.webhooks
         self.deliver = deliver
         self.redispatch = redispatch
 
     def sweep(self) -> None:
         self.release_dead_leases()
         if self.redispatch is not None:
-            ids = self.store.needing_dispatch(older_than=max(self.settings.lease_seconds, 30.0))
+            ids = self.tasks.needing_dispatch(older_than=max(self.settings.lease_seconds, 30.0))
             for tid in ids:
                 self.redispatch(tid)
         self.resume_webhooks()
@@ -90,24 +86,24 @@ class Sweeper:
     def release_dead_leases(self) -> int:
         """A task running in a process that died on this host is re-run now, not when its lease ends."""
         n = 0
-        for task in self.store.list_tasks(status="processing", limit=1000):
-            if dead_local_worker(task.worker) and self.store.expire_lease(task.id, task.attempt):
+        for task in self.tasks.list_tasks(status=TaskStatus.PROCESSING, limit=1000):
+            if dead_local_worker(task.worker) and self.tasks.expire_lease(task.id, task.attempt):
                 log.warning("task %s was running in dead process %s: re-queued", task.id, task.worker)
                 n += 1
         return n
 
     def resume_webhooks(self) -> None:
         stuck_before = time.time() - 2 * self.webhooks.max_duration()
-        self.store.reset_stuck_webhooks(stuck_before)
-        for tid in self.store.pending_webhooks():
+        self.outbox.reset_stuck(stuck_before)
+        for tid in self.outbox.pending():
             self.deliver(tid)
 
     def delete_expired(self) -> None:
         self.storage.delete_old_uploads(time.time() - self.settings.url_ttl_seconds)
-        expired = self.store.expired(before=time.time() - self.settings.url_ttl_seconds)
+        expired = self.tasks.expired(before=time.time() - self.settings.url_ttl_seconds)
         for task in expired:
             self.storage.delete_task_files(task.id)
-        self.store.mark_files_expired([t.id for t in expired])
+        self.tasks.mark_files_expired([t.id for t in expired])
 
 
 class _Loop:
@@ -139,29 +135,21 @@ class EmbeddedDispatcher:
 
     POLL = 0.5
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: TaskStore,
-        storage: LocalStorage,
-        webhooks: WebhookSender,
-        make_worker: Callable[[Callable[[str], None]], object],
-    ) -> None:
-        self.settings = settings
-        self.store = store
+    def __init__(self, core: Core, make_worker: Callable[[Callable[[str], None]], Worker]) -> None:
+        self.settings = settings = core.settings
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._webhook_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qedit-webhook")
         self.workers = [make_worker(self._deliver_async) for _ in range(settings.workers)]
         self._threads: list[threading.Thread] = []
-        self.sweeper = Sweeper(settings, store, storage, webhooks, self._deliver_async)
+        self.sweeper = Sweeper(core, self._deliver_async)
         self._sweep_loop = _Loop("qedit-sweeper", settings.sweep_interval, self.sweeper.sweep)
-        self._deliver = webhooks.deliver
+        self._deliver = core.webhooks.deliver
         self.load_error: str | None = None
 
     @property
     def ready(self) -> bool:
-        return bool(self.workers) and all(getattr(w, "ready", False) for w in self.workers)
+        return bool(self.workers) and all(w.ready for w in self.workers)
 
     def _deliver_async(self, task_id: str) -> None:
         if not self._stop.is_set():
@@ -181,9 +169,9 @@ class EmbeddedDispatcher:
             self._threads.append(t)
         self._sweep_loop.start()
 
-    def _work(self, worker: object) -> None:
+    def _work(self, worker: Worker) -> None:
         try:
-            _ = worker.engine  # type: ignore[attr-defined]
+            _ = worker.engine
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("the engine failed to load; this worker stops")
@@ -191,7 +179,7 @@ class EmbeddedDispatcher:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                ran = worker.run_next()  # type: ignore[attr-defined]
+                ran = worker.run_next()
             except Exception:
                 log.exception("worker loop error")
                 ran = None
@@ -220,16 +208,16 @@ class EmbeddedDispatcher:
 class CeleryDispatcher:
     """Sends task ids to Celery workers (``qedit worker``); re-sends what a broker may have lost."""
 
-    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage, webhooks: WebhookSender) -> None:
+    def __init__(self, core: Core) -> None:
         from qedit.service.celery_app import make_celery
 
-        self.settings = settings
-        self.store = store
-        self.celery = make_celery(settings)
+        self.settings = core.settings
+        self.tasks = core.tasks
+        self.celery = make_celery(core.settings)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qedit-webhook")
-        self._webhooks = webhooks
-        self.sweeper = Sweeper(settings, store, storage, webhooks, self.deliver_webhook, redispatch=self.submit)
-        self._sweep_loop = _Loop("qedit-sweeper", settings.sweep_interval, self.sweeper.sweep)
+        self._webhooks = core.webhooks
+        self.sweeper = Sweeper(core, self.deliver_webhook, redispatch=self.submit)
+        self._sweep_loop = _Loop("qedit-sweeper", core.settings.sweep_interval, self.sweeper.sweep)
 
     @property
     def ready(self) -> bool:
@@ -242,7 +230,7 @@ class CeleryDispatcher:
         from qedit.service.celery_app import RUN_TASK
 
         self.celery.send_task(RUN_TASK, args=[task_id])
-        self.store.mark_dispatched([task_id])
+        self.tasks.mark_dispatched([task_id])
 
     def deliver_webhook(self, task_id: str) -> None:
         self._pool.submit(self._webhooks.deliver, task_id)

@@ -13,11 +13,14 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from PIL import Image
+
 from qedit.config import Settings
 from qedit.errors import InvalidInput, QeditError
 from qedit.service.fetch import UrlPolicy, fetch_bytes
+from qedit.service.records import TaskStatus
 from qedit.service.storage import LocalStorage
-from qedit.service.store import ANY_KEY, TaskStore
+from qedit.service.tasks import ANY_KEY, TaskStore
 
 _DATA_URI_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,(.*)$", re.S)
 _TASK_REF_RE = re.compile(r"^task://([0-9a-f]{32})(?:/(\d+))?$")
@@ -32,6 +35,7 @@ class ImageInput:
     size: tuple[int, int]
     source: str  # "upload", "url", "data-uri", "base64" or the task:// reference
     parent_id: str | None = None
+    mask: Image.Image | None = None  # a mask's decoded pixels (mode "L"), for the checks at submit
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,14 @@ class Limits:
         return cls(min_side=s.min_side, max_side=s.max_side, max_bytes=s.max_input_bytes, max_images=s.max_images)
 
 
-class InputResolver:
-    """Turns client-given sources into ``ImageInput``s under one settings object."""
+class InputReader:
+    """Reads client-given sources into validated ``ImageInput``s under one settings object."""
 
-    def __init__(self, settings: Settings, store: TaskStore, storage: LocalStorage) -> None:
+    def __init__(self, settings: Settings, tasks: TaskStore, storage: LocalStorage) -> None:
         self.limits = Limits.from_settings(settings)
         self.policy = UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
         self.timeout = settings.fetch_timeout
-        self.store = store
+        self.tasks = tasks
         self.storage = storage
 
     def check_count(self, n: int, field: str = "images") -> None:
@@ -76,7 +80,7 @@ class InputResolver:
         own = self.storage.own_file(source) if source.startswith(("http://", "https://")) else None
         if own is not None:  # a result (or upload) URL of this server: no request to ourselves
             owner, path = own
-            parent = owner if self.store.get(owner, key_id) is not None else None
+            parent = owner if self.tasks.get(owner, key_id) is not None else None
             return self.validate(path.read_bytes(), field, source="url", parent_id=parent, mask=mask)
         if source.startswith(("http://", "https://")) or "://" in source[:12]:
             data = fetch_bytes(
@@ -108,10 +112,10 @@ class InputResolver:
             ) from None
 
     def _task_output(self, task_id: str, index: int, field: str, key_id: object) -> bytes:
-        task = self.store.get(task_id, key_id)
+        task = self.tasks.get(task_id, key_id)
         if task is None:
             raise InvalidInput(f"task {task_id} not found", field=field, status=404)
-        if task.status != "completed":
+        if task.status != TaskStatus.COMPLETED:
             raise InvalidInput(
                 f"task {task_id} is {task.status}, only a completed task's outputs can be used", field=field, status=409
             )
@@ -123,7 +127,7 @@ class InputResolver:
         if task.files_expired:
             raise InvalidInput(f"task {task_id}'s outputs have expired", field=field, status=410)
         try:
-            return self.storage.resolve(task.outputs[index]["file"]).read_bytes()
+            return self.storage.absolute(task.outputs[index].file).read_bytes()
         except (OSError, ValueError):
             raise InvalidInput(
                 f"task {task_id}'s output {index} is no longer stored", field=field, status=410
@@ -153,4 +157,6 @@ class InputResolver:
                 raise InvalidInput(
                     f"image {name} must be {lim.min_side}-{lim.max_side} px, got {v} ({w}x{h})", field=field
                 )
-        return ImageInput(data=data, ext=fmt, size=(w, h), source=source, parent_id=parent_id)
+        return ImageInput(
+            data=data, ext=fmt, size=(w, h), source=source, parent_id=parent_id, mask=image if mask else None
+        )

@@ -35,7 +35,7 @@ class LocalStorage:
             raise ValueError(f"bad task id {task_id!r}")
         return self.root / kind / task_id[:2] / task_id
 
-    def resolve(self, relative: str) -> Path:
+    def absolute(self, relative: str) -> Path:
         """A stored relative path back to an absolute one, refusing anything outside the data dir."""
         path = (self.root / relative).resolve()
         if not path.is_relative_to(self.root.resolve()):

@@ -1,19 +1,43 @@
-"""The task store's tables (SQLAlchemy 2): tasks, webhook attempts, API keys.
+"""The task database's tables (SQLAlchemy 2): tasks, webhook attempts, API keys.
 
 Times are float epoch seconds, so SQLite and Postgres compare them the same way and no timezone
-can be lost on the way. JSON columns hold what is read whole (parameters, inputs, outputs).
+can be lost on the way. JSON columns hold what is read whole (parameters, inputs, outputs), each
+typed by a model of ``records``: written from it, read back into it.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from qedit.params import EditParams
+from qedit.service.records import TaskInput, TaskOptions, TaskOutput
+
+
+class TypedJSON(TypeDecorator):
+    """A JSON column whose value is ``model`` (a pydantic model, or a list/dict of them)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self._adapter = TypeAdapter(model)
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self._adapter.dump_python(value, mode="json")
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self._adapter.validate_python(value)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+    pass
 
 
 class TaskRow(Base):
@@ -21,18 +45,17 @@ class TaskRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    interface: Mapped[str] = mapped_column(String(16))  # native | wavespeed | openai | aggregator
+    interface: Mapped[str] = mapped_column(String(16))  # records.Interface
     model: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))  # created | processing | completed | failed | cancelled
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # EditParams.model_dump(mode="json")
-    inputs: Mapped[list[Any]] = mapped_column(JSON)  # [{"path": relative path, "source": str}]
+    status: Mapped[str] = mapped_column(String(16))  # records.TaskStatus
+    params: Mapped[EditParams] = mapped_column(TypedJSON(EditParams))
+    inputs: Mapped[list[TaskInput]] = mapped_column(TypedJSON(list[TaskInput]))
     mask: Mapped[str | None] = mapped_column(String(300))
     parent_id: Mapped[str | None] = mapped_column(String(32))
-    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # output_format, base64, interface extras
+    options: Mapped[TaskOptions] = mapped_column(TypedJSON(TaskOptions))
     base_url: Mapped[str] = mapped_column(String(500))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
-    webhook_style: Mapped[str] = mapped_column(String(16), default="standard")  # standard | wavespeed
-    webhook_state: Mapped[str] = mapped_column(String(16), default="none")  # none|pending|sending|delivered|failed
+    webhook_state: Mapped[str] = mapped_column(String(16), default="none")  # records.WebhookState
     webhook_started_at: Mapped[float | None] = mapped_column(Float)  # when the current delivery began
 
     created_at: Mapped[float] = mapped_column(Float)
@@ -47,10 +70,10 @@ class TaskRow(Base):
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
 
-    outputs: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"file", "seed", "width", "height", ...}]
+    outputs: Mapped[list[TaskOutput]] = mapped_column(TypedJSON(list[TaskOutput]), default=list)
     n_outputs: Mapped[int] = mapped_column(Integer, default=0)
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)  # seconds per stage
     error: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(String(32))
     files_expired: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,10 +1,11 @@
-"""Webhook delivery: signed, retried with backoff, every attempt recorded on the task.
+"""Webhook delivery: signed, retried with backoff, every attempt recorded in the outbox.
 
-A task's terminal transition sets ``webhook_state = pending`` in the same update, so a delivery
-survives a crash: whoever finds it pending (the worker right away, else the sweeper) moves it to
-``sending`` with a conditional update and delivers it. The webhook id is the same for every retry of
-one event, so receivers can de-duplicate. WaveSpeed tasks are signed WaveSpeed's way (``v3,`` hex),
-the others the Standard Webhooks way (``v1,`` base64); both over ``{id}.{timestamp}.{body}``.
+Whoever finds a delivery pending (the worker right away, else the sweeper) takes it through the
+outbox's conditional move to ``sending`` and delivers it. The webhook id is the same for every
+retry of one event, so receivers can de-duplicate. What is sent is the interface's business: the
+sender is given a ``WebhookBody`` function (``qedit.interfaces.webhook_payload``) that answers the
+body and the signature scheme: WaveSpeed's (``v3,`` hex) or Standard Webhooks' (``v1,`` base64),
+both over ``{id}.{timestamp}.{body}``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import httpx
 
 from qedit.config import Settings
 from qedit.errors import InvalidInput
 from qedit.service.fetch import BlockedAddress, UrlPolicy, check_url, guarded_client
+from qedit.service.outbox import WebhookAttempt, WebhookOutbox
+from qedit.service.records import TaskRecord, WebhookState
 from qedit.service.signing import standard_signature, wavespeed_signature, webhook_secret
 from qedit.service.storage import LocalStorage
-from qedit.service.store import TaskStore, WebhookAttempt
-from qedit.service.views import webhook_body
+from qedit.service.tasks import TaskStore
 
 log = logging.getLogger("qedit.webhooks")
 
@@ -34,17 +37,30 @@ def validate_webhook_url(url: str, settings: Settings, field: str) -> str:
     return url
 
 
+class WebhookPayload(NamedTuple):
+    body: dict[str, Any]
+    scheme: Literal["standard", "wavespeed"]  # how it is signed
+
+
+WebhookBody = Callable[[TaskRecord, LocalStorage], WebhookPayload]
+"""A finished task -> what its webhook carries, as its interface defines it."""
+
+
 class WebhookSender:
     def __init__(
         self,
         settings: Settings,
-        store: TaskStore,
+        tasks: TaskStore,
+        outbox: WebhookOutbox,
         storage: LocalStorage,
         secret: bytes,
+        body: WebhookBody,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.tasks = tasks
+        self.outbox = outbox
+        self.body = body
         self.storage = storage
         self.secret = secret
         self.policy = UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
@@ -56,17 +72,18 @@ class WebhookSender:
         waits = sum(s.webhook_backoff * 2**i for i in range(s.webhook_retries))
         return (s.webhook_retries + 1) * (s.webhook_timeout + 1) + waits
 
-    def deliver(self, task_id: str) -> str | None:
+    def deliver(self, task_id: str) -> WebhookState | None:
         """Deliver the task's pending event; returns the final state, or None if not ours to send."""
-        if not self.store.set_webhook_state(task_id, "sending", expect="pending"):
+        if not self.outbox.move(task_id, WebhookState.SENDING, expect=WebhookState.PENDING):
             return None
-        task = self.store.get(task_id)
+        task = self.tasks.get(task_id)
         if task is None or not task.webhook_url:
             return None
-        body = json.dumps(webhook_body(task, self.storage), separators=(",", ":")).encode()
+        payload = self.body(task, self.storage)
+        body = json.dumps(payload.body, separators=(",", ":")).encode()
         msg_id = f"msg_{task.id}_{task.status}"
         whsec = webhook_secret(self.secret, task.key_id)
-        sign = wavespeed_signature if task.webhook_style == "wavespeed" else standard_signature
+        sign = wavespeed_signature if payload.scheme == "wavespeed" else standard_signature
         s = self.settings
         with guarded_client(self.policy, s.webhook_timeout) as client:
             for attempt in range(1, s.webhook_retries + 2):
@@ -87,7 +104,7 @@ class WebhookSender:
                         error = f"HTTP {r.status_code}"
                 except (httpx.HTTPError, BlockedAddress, InvalidInput) as e:
                     error = f"{type(e).__name__}: {e}"
-                self.store.record_webhook_attempt(
+                self.outbox.record_attempt(
                     task.id,
                     WebhookAttempt(
                         webhook_id=msg_id,
@@ -101,10 +118,10 @@ class WebhookSender:
                     ),
                 )
                 if error is None:
-                    self.store.set_webhook_state(task.id, "delivered")
-                    return "delivered"
+                    self.outbox.move(task.id, WebhookState.DELIVERED)
+                    return WebhookState.DELIVERED
                 log.info("webhook %s attempt %d to %s failed: %s", msg_id, attempt, task.webhook_url, error)
                 if attempt <= s.webhook_retries:
                     self.sleep(s.webhook_backoff * 2 ** (attempt - 1))
-        self.store.set_webhook_state(task.id, "failed")
-        return "failed"
+        self.outbox.move(task.id, WebhookState.FAILED)
+        return WebhookState.FAILED

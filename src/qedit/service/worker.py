@@ -16,17 +16,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qedit.config import Settings
 from qedit.errors import EditCancelled, QeditError
 from qedit.metadata import history_from_metadata
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
-from qedit.params import EditParams
 from qedit.service.metrics import Metrics
-from qedit.service.storage import LocalStorage
-from qedit.service.store import TaskRecord, TaskStore
-from qedit.service.webhooks import WebhookSender
+from qedit.service.records import TaskOutput, TaskRecord, WebhookState
+from qedit.service.tasks import TaskStore
+
+if TYPE_CHECKING:
+    from qedit.service.wiring import Core
 
 log = logging.getLogger("qedit.worker")
 
@@ -52,8 +53,8 @@ def worker_name(kind: str) -> str:
 class _Lease:
     """Renews a task's lease and relays cancel requests while the engine runs."""
 
-    def __init__(self, store: TaskStore, task: TaskRecord, lease_seconds: float, token: CancelToken) -> None:
-        self.store, self.task, self.lease, self.token = store, task, lease_seconds, token
+    def __init__(self, tasks: TaskStore, task: TaskRecord, lease_seconds: float, token: CancelToken) -> None:
+        self.tasks, self.task, self.lease, self.token = tasks, task, lease_seconds, token
         self.lost = False
         self._stop = threading.Event()
         self._last = time.monotonic()  # the claim just set the lease
@@ -77,7 +78,7 @@ class _Lease:
             if not force and now - self._last < 0.2:  # progress is written at most 5 times a second
                 return
             self._last = now
-        hb = self.store.heartbeat(self.task.id, self.task.attempt, self.lease, step, total)
+        hb = self.tasks.heartbeat(self.task.id, self.task.attempt, self.lease, step, total)
         if not hb.owned:
             self.lost = True
         if not hb.owned or hb.cancel_requested:
@@ -96,21 +97,17 @@ class Worker:
 
     def __init__(
         self,
-        settings: Settings,
-        store: TaskStore,
-        storage: LocalStorage,
-        webhooks: WebhookSender,
+        core: Core,
         *,
-        metrics: Metrics | None = None,
         engine_factory: Callable[[Settings], EditEngine] = load_engine,
         name: str | None = None,
         on_webhook: Callable[[str], None] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.storage = storage
-        self.webhooks = webhooks
-        self.metrics = metrics
+        self.settings = core.settings
+        self.tasks = core.tasks
+        self.storage = core.storage
+        self.webhooks = core.webhooks
+        self.metrics: Metrics | None = core.metrics
         self.engine_factory = engine_factory
         self.name = name or worker_name("worker")
         self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
@@ -135,25 +132,25 @@ class Worker:
     def run_next(self, task_id: str | None = None) -> TaskRecord | None:
         """Claim one task (the oldest, or ``task_id``) and run it; None if there was nothing to run."""
         engine = self.engine  # load before claiming: a lease must not expire while weights load
-        task = self.store.claim(
+        task = self.tasks.claim(
             self.name, self.settings.lease_seconds, task_id=task_id, max_attempts=self.settings.max_attempts
         )
         if task is None:
             return None
         self.run(task, engine)
-        return self.store.get(task.id)
+        return self.tasks.get(task.id)
 
     def run(self, task: TaskRecord, engine: EditEngine) -> None:
         token = CancelToken()
         t0 = time.perf_counter()
         outcome = "failed"
-        with _Lease(self.store, task, self.settings.lease_seconds, token) as lease:
+        with _Lease(self.tasks, task, self.settings.lease_seconds, token) as lease:
             try:
                 result = engine.edit(self._request(task), on_step=lambda s, n, _e: lease.beat(s, n), cancel=token)
                 compute = time.perf_counter() - t0
                 outputs = self._write_outputs(task, result)
                 timings = self._timings(task, result, compute)
-                if self.store.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
+                if self.tasks.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
                     outcome = "completed"
                 else:  # lost the lease meanwhile: the attempt that owns the task writes its own files
                     self._discard(outputs)
@@ -162,7 +159,7 @@ class Worker:
                 if lease.lost:
                     outcome = "lost"
                 else:
-                    self.store.finish_cancelled(task.id, task.attempt, time.perf_counter() - t0)
+                    self.tasks.finish_cancelled(task.id, task.attempt, time.perf_counter() - t0)
                     outcome = "cancelled"
             except QeditError as e:
                 self._fail(task, str(e), "invalid_input", time.perf_counter() - t0)
@@ -172,10 +169,10 @@ class Worker:
         log.info("task %s attempt %d: %s in %.2f s", task.id, task.attempt, outcome, time.perf_counter() - t0)
         if outcome == "lost":
             return
-        final = self.store.get(task.id)
+        final = self.tasks.get(task.id)
         if final is not None:
             self._observe(final)
-            if final.webhook_state == "pending":
+            if final.webhook_state == WebhookState.PENDING:
                 self.on_webhook(final.id)
 
     # -- steps of a run -----------------------------------------------------------------------------
@@ -184,46 +181,40 @@ class Worker:
         from qedit import imageio
 
         images = tuple(
-            imageio.load_image(self.storage.resolve(i["path"]), field=f"image[{n}]") for n, i in enumerate(task.inputs)
+            imageio.load_image(self.storage.absolute(i.path), field=f"image[{n}]") for n, i in enumerate(task.inputs)
         )
-        mask = imageio.load_mask(self.storage.resolve(task.mask), field="mask") if task.mask else None
+        mask = imageio.load_mask(self.storage.absolute(task.mask), field="mask") if task.mask else None
         history: tuple[dict, ...] = ()
         parent = None
         last = task.inputs[-1]
-        if last.get("parent_id"):
-            parent = last["source"] if last["source"].startswith("task://") else f"task://{last['parent_id']}"
-            history = history_from_metadata(imageio.read_metadata(self.storage.resolve(last["path"])))
-        return EditRequest(
-            params=EditParams.model_validate(task.params), images=images, mask=mask, parent=parent, history=history
-        )
+        if last.parent_id:
+            parent = last.source if last.source.startswith("task://") else f"task://{last.parent_id}"
+            history = history_from_metadata(imageio.read_metadata(self.storage.absolute(last.path)))
+        return EditRequest(params=task.params, images=images, mask=mask, parent=parent, history=history)
 
-    def _write_outputs(self, task: TaskRecord, result: EditResult) -> list[dict[str, Any]]:
+    def _write_outputs(self, task: TaskRecord, result: EditResult) -> list[TaskOutput]:
         from qedit import imageio
 
-        fmt = task.options.get("output_format", "png")
+        fmt = task.options.output_format
         outputs = []
         for i, out in enumerate(result.outputs):
             name = f"{i}-a{task.attempt}.{imageio.EXTENSIONS[fmt]}"
             path = self.storage.output_path(task.id, name)
             metadata = {**out.metadata, "task": task.id}
             imageio.save_image(out.image, path, fmt, metadata)
+            width, height = out.image.size
+            file = self.storage.output_relative(path)
             outputs.append(
-                {
-                    "name": name,
-                    "file": self.storage.output_relative(path),
-                    "seed": out.seed,
-                    "width": out.image.size[0],
-                    "height": out.image.size[1],
-                    "format": fmt,
-                    "metadata": metadata,
-                }
+                TaskOutput(
+                    name=name, file=file, seed=out.seed, width=width, height=height, format=fmt, metadata=metadata
+                )
             )
         return outputs
 
-    def _discard(self, outputs: list[dict[str, Any]]) -> None:
+    def _discard(self, outputs: list[TaskOutput]) -> None:
         for o in outputs:
             with contextlib.suppress(OSError, ValueError):
-                self.storage.resolve(o["file"]).unlink(missing_ok=True)
+                self.storage.absolute(o.file).unlink(missing_ok=True)
 
     def _timings(self, task: TaskRecord, result: EditResult, compute: float) -> dict[str, float]:
         return {
@@ -233,7 +224,7 @@ class Worker:
         }
 
     def _fail(self, task: TaskRecord, error: str, reason: str, compute: float) -> None:
-        if self.store.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:
+        if self.tasks.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:
             self.metrics.failures.labels(reason).inc()
 
     def _observe(self, task: TaskRecord) -> None:

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
-from qedit.api.schemas.aggregator import GenerationCreate, GenerationTask
 from qedit.api.submit import Source, get_task, submit
-from qedit.service import views
+from qedit.interfaces import aggregator
+from qedit.interfaces.aggregator import GenerationCreate, GenerationTask
+from qedit.service.records import Interface
 
 router = APIRouter(tags=["aggregator"])
 
@@ -20,22 +21,22 @@ async def create_generation(body: GenerationCreate, services: ServicesDep, calle
     task = await submit(
         services,
         caller,
-        interface="aggregator",
+        interface=Interface.AGGREGATOR,
         params=body.to_params(),
         images=images,
         mask=mask,
         webhook_url=body.callback_url,
         webhook_field="callback_url",
-        options={"output_format": body.output_format, "aggregator_model": body.model},
+        options=body.to_options(),
         base_url=base,
     )
-    return views.aggregator(task, services.storage)
+    return aggregator.view(task, services.storage)
 
 
 @router.get("/v1/images/generations/{task_id}", response_model=GenerationTask, summary="A task's status and result")
 async def get_generation(task_id: str, services: ServicesDep, caller: CallerDep) -> dict:
     task = await get_task(services, caller, task_id, field="task_id")
-    return await run_in_threadpool(views.aggregator, task, services.storage)
+    return await run_in_threadpool(aggregator.view, task, services.storage)
 
 
 @router.get("/v1/tasks/{task_id}", response_model=GenerationTask, summary="Same as GET /v1/images/generations/{id}")

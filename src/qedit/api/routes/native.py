@@ -13,13 +13,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
-from qedit.api.schemas.native import EditCreate, EditList, EditOptions, EditTask, Usage, WebhookSecret
-from qedit.api.submit import Source, get_task, submit, wait
+from qedit.api.submit import Source, get_task, read_upload, submit, wait
 from qedit.errors import InvalidInput
+from qedit.interfaces import native
+from qedit.interfaces.native import EditCreate, EditList, EditOptions, EditTask, Usage, WebhookSecret
 from qedit.params import validate
-from qedit.service import views
+from qedit.service.records import TERMINAL, Interface, TaskRecord, TaskStatus, WebhookState
 from qedit.service.signing import webhook_secret
-from qedit.service.store import TERMINAL, TaskRecord
 
 router = APIRouter(tags=["native"])
 
@@ -29,8 +29,8 @@ SSE_MAX_SECONDS = 6 * 3600
 
 
 def _view(services: ServicesDep, task: TaskRecord) -> dict:
-    attempts = services.store.webhook_attempts(task.id) if task.webhook_url else None
-    return views.native(task, services.storage, attempts)
+    attempts = services.outbox.attempts(task.id) if task.webhook_url else None
+    return native.view(task, services.storage, attempts)
 
 
 async def _answer(services: ServicesDep, task: TaskRecord, sync: bool, response: Response) -> dict:
@@ -51,12 +51,12 @@ async def create_edit(
     task = await submit(
         services,
         caller,
-        interface="native",
+        interface=Interface.NATIVE,
         params=body.to_params(),
         images=images,
         mask=mask,
         webhook_url=body.webhook_url,
-        options={"output_format": body.output_format, "base64": body.base64},
+        options=body.to_options(),
         base_url=base,
     )
     return await _answer(services, task, body.sync, response)
@@ -80,27 +80,20 @@ async def create_edit_upload(
         raise InvalidInput("must be a JSON object", field="params")
     options: EditOptions = validate(EditOptions, raw, "params")
     limit = services.settings.max_input_bytes
-    images = [Source(await _read(f, limit, f"image[{i}]"), f"image[{i}]") for i, f in enumerate(image)]
-    mask_src = Source(await _read(mask, limit, "mask"), "mask") if mask is not None else None
+    images = [Source(await read_upload(f, limit, f"image[{i}]"), f"image[{i}]") for i, f in enumerate(image)]
+    mask_src = Source(await read_upload(mask, limit, "mask"), "mask") if mask is not None else None
     task = await submit(
         services,
         caller,
-        interface="native",
+        interface=Interface.NATIVE,
         params=options.to_params(),
         images=images,
         mask=mask_src,
         webhook_url=options.webhook_url,
-        options={"output_format": options.output_format, "base64": options.base64},
+        options=options.to_options(),
         base_url=base,
     )
     return await _answer(services, task, options.sync, response)
-
-
-async def _read(upload: UploadFile, limit: int, field: str) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field=field)
-    return data
 
 
 @router.get("/v1/edits/{task_id}", response_model=EditTask, summary="An edit's status and result")
@@ -113,9 +106,9 @@ async def get_edit(task_id: str, services: ServicesDep, caller: CallerDep) -> di
 async def cancel_edit(task_id: str, services: ServicesDep, caller: CallerDep) -> dict:
     """A queued edit is cancelled at once; a running one stops at its next step (poll or watch events)."""
     await get_task(services, caller, task_id)
-    task = await run_in_threadpool(services.store.request_cancel, task_id, caller.scope)
+    task = await run_in_threadpool(services.tasks.request_cancel, task_id, caller.scope)
     assert task is not None
-    if task.webhook_state == "pending":
+    if task.webhook_state == WebhookState.PENDING:
         services.dispatcher.deliver_webhook(task.id)
     return await run_in_threadpool(_view, services, task)
 
@@ -126,7 +119,7 @@ async def list_edits(
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    status: Annotated[str | None, Query(pattern="^(created|processing|completed|failed|cancelled)$")] = None,
+    status: Annotated[TaskStatus | None, Query()] = None,
 ) -> dict:
     before = None
     if cursor:
@@ -136,7 +129,7 @@ async def list_edits(
         except ValueError:
             raise InvalidInput(f"not a cursor from this API: {cursor[:60]!r}", field="cursor") from None
     tasks = await run_in_threadpool(
-        services.store.list_tasks, caller.scope, limit=limit + 1, before=before, status=status
+        services.tasks.list_tasks, caller.scope, limit=limit + 1, before=before, status=status
     )
     page = tasks[:limit]
     data = [await run_in_threadpool(_view, services, t) for t in page]
@@ -169,15 +162,15 @@ async def _events(services: ServicesDep, task_id: str, request: Request) -> Asyn
     start = time.monotonic()
     quiet_since = time.monotonic()
     while time.monotonic() - start < SSE_MAX_SECONDS:
-        task = await run_in_threadpool(services.store.get, task_id)
+        task = await run_in_threadpool(services.tasks.get, task_id)
         if task is None:
             return
         state = (task.status, task.attempt, task.progress_step, task.progress_total)
         if state != last:
-            if task.status == "created" and last is None:
+            if task.status == TaskStatus.CREATED and last is None:
                 yield _sse("queued", {"id": task.id, "status": task.status})
-            elif task.status == "processing":
-                if last is None or last[0] != "processing" or last[1] != task.attempt:
+            elif task.status == TaskStatus.PROCESSING:
+                if last is None or last[0] != TaskStatus.PROCESSING or last[1] != task.attempt:
                     yield _sse("started", {"id": task.id, "attempt": task.attempt})
                 if task.progress_total:
                     yield _sse("step", {"id": task.id, "step": task.progress_step, "total": task.progress_total})
@@ -200,7 +193,7 @@ async def usage(
     caller: CallerDep,
     since: Annotated[float | None, Query(description="only tasks created at/after this Unix time")] = None,
 ) -> dict:
-    u = await run_in_threadpool(services.store.usage, caller.key_id, since)
+    u = await run_in_threadpool(services.keys.usage, caller.key_id, since)
     price = services.settings.price_per_image
     key = {"id": caller.key.id, "name": caller.key.name, "prefix": caller.key.prefix} if caller.key else None
     return {

@@ -10,10 +10,11 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
 from qedit.api.errors import ApiError
-from qedit.api.schemas.openai import FILE_FIELDS, OpenAIEdit, OpenAIImagesResponse
-from qedit.api.submit import Source, submit, wait
+from qedit.api.submit import Source, read_upload, submit, wait
 from qedit.errors import InvalidInput
-from qedit.service import views
+from qedit.interfaces import openai
+from qedit.interfaces.openai import FILE_FIELDS, OpenAIEdit, OpenAIImagesResponse
+from qedit.service.records import Interface, TaskStatus
 
 router = APIRouter(tags=["openai"])
 
@@ -40,56 +41,31 @@ async def images_edits(
     if not uploads:
         raise InvalidInput("at least 1 image file is needed (image or image[])", field="image")
     limit = services.settings.max_input_bytes
-    images = []
-    for i, f in enumerate(uploads):
-        data = await f.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field=f"image[{i}]")
-        images.append(Source(data, f"image[{i}]"))
-    mask_src = None
-    if mask is not None:
-        data = await mask.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field="mask")
-        mask_src = Source(data, "mask")
+    images = [Source(await read_upload(f, limit, f"image[{i}]"), f"image[{i}]") for i, f in enumerate(uploads)]
+    mask_src = Source(await read_upload(mask, limit, "mask"), "mask") if mask is not None else None
     task = await submit(
         services,
         caller,
-        interface="openai",
+        interface=Interface.OPENAI,
         params=form.to_params(),
         images=images,
         mask=mask_src,
-        options={
-            "output_format": form.output_format,
-            "base64": form.response_format == "b64_json",
-            "openai_model": form.model,
-        },
+        options=form.to_options(),
         base_url=base,
     )
     task = await wait(services, task.id, services.settings.sync_timeout)
-    if task.status == "failed":
+    if task.status == TaskStatus.FAILED:
         status = 400 if task.error_reason == "invalid_input" else 500
         raise ApiError(
             f"the edit failed: {task.error} (task {task.id})", status=status, code=task.error_reason or "failed"
         )
-    if task.status == "cancelled":
+    if task.status == TaskStatus.CANCELLED:
         raise ApiError(f"the edit was cancelled (task {task.id})", status=409, code="cancelled")
-    if task.status != "completed":
+    if task.status != TaskStatus.COMPLETED:
         raise ApiError(
             f"the edit did not finish within {services.settings.sync_timeout:g} s; it keeps running: "
             f"GET /v1/edits/{task.id}",
             status=504,
             code="timeout",
         )
-    if form.response_format == "b64_json":
-        data = [{"b64_json": b} for b in await run_in_threadpool(views.output_b64, task, services.storage)]
-    else:
-        data = [{"url": u} for u in views.output_urls(task, services.storage)]
-    first = task.outputs[0] if task.outputs else None
-    return {
-        "created": int(task.created_at),
-        "data": data,
-        "output_format": form.output_format,
-        "size": f"{first['width']}x{first['height']}" if first else None,
-        "background": "opaque",
-    }
+    return await run_in_threadpool(openai.images_response, task, services.storage)

@@ -11,7 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
 from qedit.api.errors import ApiError
-from qedit.api.schemas.wavespeed import (
+from qedit.api.submit import Source, get_task, read_upload, submit, wait
+from qedit.errors import InvalidInput
+from qedit.interfaces import wavespeed
+from qedit.interfaces.wavespeed import (
     MODEL_EDIT,
     MODEL_EDIT_PLUS,
     PredictionListResponse,
@@ -23,12 +26,9 @@ from qedit.api.schemas.wavespeed import (
     WaveSpeedEdit,
     WaveSpeedEditPlus,
 )
-from qedit.api.submit import Source, get_task, submit, wait
-from qedit.errors import InvalidInput
-from qedit.service import views
 from qedit.service.fetch import MAX_URL_CHARS
+from qedit.service.records import TERMINAL, Interface
 from qedit.service.signing import webhook_secret
-from qedit.service.store import TERMINAL
 
 router = APIRouter(prefix="/api/v3", tags=["wavespeed"])
 
@@ -53,24 +53,23 @@ async def _submit(
     task = await submit(
         services,
         caller,
-        interface="wavespeed",
+        interface=Interface.WAVESPEED,
         params=body.to_params(),
         images=images,
         webhook_url=webhook,
         webhook_field="webhook",
-        webhook_style="wavespeed",
-        options={**body.options, "wavespeed_model": model},
+        options=body.to_options(model),
         base_url=base,
     )
     if body.enable_sync_mode:
         task = await wait(services, task.id, services.settings.sync_timeout)
-    data = await run_in_threadpool(views.wavespeed_data, task, services.storage)
+    data = await run_in_threadpool(wavespeed.prediction, task, services.storage)
     if body.enable_sync_mode and task.status not in TERMINAL:
         data["error"] = (
             f"Sync mode timed out after {services.settings.sync_timeout:g} s; "
             f"the task keeps running: query {data['urls']['get']}"
         )
-    return views.wavespeed_envelope(data)
+    return wavespeed.envelope(data)
 
 
 @router.post("/wavespeed-ai/qwen-image/edit", response_model=PredictionResponse, summary="Qwen Image Edit")
@@ -91,7 +90,7 @@ async def edit_plus(
 @router.get("/predictions/{task_id}/result", response_model=PredictionResponse, summary="Get the result")
 async def result(task_id: str, services: ServicesDep, caller: CallerDep) -> dict:
     task = await get_task(services, caller, task_id, field="requestId")
-    return views.wavespeed_envelope(await run_in_threadpool(views.wavespeed_data, task, services.storage))
+    return wavespeed.envelope(await run_in_threadpool(wavespeed.prediction, task, services.storage))
 
 
 @router.get("/predictions", response_model=PredictionListResponse, summary="List predictions, newest first")
@@ -102,16 +101,16 @@ async def predictions(
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict:
     tasks = await run_in_threadpool(
-        services.store.list_tasks, caller.scope, limit=page_size, offset=(page - 1) * page_size
+        services.tasks.list_tasks, caller.scope, limit=page_size, offset=(page - 1) * page_size
     )
-    total = await run_in_threadpool(services.store.count, caller.scope)
-    items = [await run_in_threadpool(views.wavespeed_data, t, services.storage) for t in tasks]
-    return views.wavespeed_envelope({"items": items, "page": page, "page_size": page_size, "total": total})
+    total = await run_in_threadpool(services.tasks.count, caller.scope)
+    items = [await run_in_threadpool(wavespeed.prediction, t, services.storage) for t in tasks]
+    return wavespeed.envelope({"items": items, "page": page, "page_size": page_size, "total": total})
 
 
 @router.get("/webhook/secret", response_model=SecretResponse, summary="The secret webhooks are signed with")
 async def secret(services: ServicesDep, caller: CallerDep) -> dict:
-    return views.wavespeed_envelope({"secret": webhook_secret(services.secret, caller.key_id)})
+    return wavespeed.envelope({"secret": webhook_secret(services.secret, caller.key_id)})
 
 
 @router.post("/media/uploads", response_model=UploadResponse, summary="Start an upload (the SDK's upload())")
@@ -122,7 +121,7 @@ async def create_upload(body: UploadCreate, services: ServicesDep, caller: Calle
         raise InvalidInput(f"file is {body.size} bytes, at most {limit} allowed", field="size")
     name = _safe_name(body.filename)
     put, download, expires = services.storage.upload_urls(base, uuid.uuid4().hex, name)
-    return views.wavespeed_envelope(
+    return wavespeed.envelope(
         {"upload": {"method": "PUT", "url": put, "headers": {}}, "download_url": download, "expires_at": expires}
     )
 
@@ -139,15 +138,10 @@ async def put_upload(
     problem = services.storage.check_put(upload_id, name, expires, sig)
     if problem is not None:
         raise ApiError(f"the upload URL is invalid: {problem}", status=403, field="sig", code="bad_signature")
-    limit = services.settings.max_input_bytes
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise InvalidInput(f"file is more than {limit} bytes, at most {limit} allowed", field="file")
-    image = await run_in_threadpool(services.inputs.from_upload, bytes(data), "file")
+    data = await read_upload(request, services.settings.max_input_bytes, "file")
+    image = await run_in_threadpool(services.inputs.from_upload, data, "file")
     await run_in_threadpool(services.storage.write_upload, upload_id, name, image.data)
-    return views.wavespeed_envelope({"size": len(data)})
+    return wavespeed.envelope({"size": len(data)})
 
 
 def _safe_name(filename: str) -> str:

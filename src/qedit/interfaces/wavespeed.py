@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qedit.api.schemas import SizeText, size_or_none
-from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams, validate
+from qedit.interfaces.common import SizeText, edit_params, iso, ms, output_data_uris, output_urls
+from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams
+from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
+from qedit.service.storage import LocalStorage
 
 MODEL_EDIT = "wavespeed-ai/qwen-image/edit"
 MODEL_EDIT_PLUS = "wavespeed-ai/qwen-image/edit-plus"
@@ -30,14 +32,10 @@ class WaveSpeedCommon(BaseModel):
     enable_sync_mode: bool = Field(default=False, description="Wait for the result and answer with it.")
 
     def to_params(self) -> EditParams:
-        data: dict[str, Any] = {"prompt": self.prompt, "seed": self.seed}
-        if (size := size_or_none(self.size)) is not None:
-            data["size"] = size
-        return validate(EditParams, data)
+        return edit_params(self.prompt, size=self.size, seed=self.seed)
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return {"output_format": self.output_format, "base64": self.enable_base64_output}
+    def to_options(self, model: str) -> TaskOptions:
+        return TaskOptions(output_format=self.output_format, base64=self.enable_base64_output, client_model=model)
 
 
 class WaveSpeedEdit(WaveSpeedCommon):
@@ -127,3 +125,37 @@ class UploadResponse(BaseModel):
     code: int
     message: str
     data: UploadTicket
+
+
+STATUS = {
+    TaskStatus.CREATED: "created",
+    TaskStatus.PROCESSING: "processing",
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "failed",  # WaveSpeed has no "cancelled"
+}
+
+
+def prediction(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    """``Prediction``: the ``data`` of ``GET /api/v3/predictions/{id}/result`` (and of its webhook)."""
+    outputs = output_data_uris(task, storage) if task.options.base64 else output_urls(task, storage)
+    return {
+        "id": task.id,
+        "model": task.options.client_model or task.model,
+        "outputs": outputs,
+        "urls": {"get": f"{task.base_url.rstrip('/')}/api/v3/predictions/{task.id}/result"},
+        "has_nsfw_contents": [False] * len(outputs),
+        "status": STATUS[task.status],
+        "created_at": iso(task.created_at),
+        "error": task.error or "",
+        "timings": {"inference": ms(task.inference_seconds) or 0},
+    }
+
+
+def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
+    """WaveSpeed wraps every answer: ``{code, message, data}``."""
+    return {"code": code, "message": message, "data": data}
+
+
+def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    return prediction(task, storage)

@@ -1,19 +1,23 @@
-"""The native API: every engine option, named exactly as ``EditParams`` names it.
+"""The native API (``/v1/edits``): every engine option, named exactly as ``EditParams`` names it.
 
 The request *is* ``EditParams`` plus where the images come from and how to deliver, so the mapping
 onto the engine's parameters is a field selection (``to_params``) and the bounds in /docs are the
-engine's own.
+engine's own. The public view of a task is also its webhook body.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from qedit.errors import InvalidInput
+from qedit.interfaces.common import iso, ms, output_b64, output_urls
 from qedit.params import EditParams, parse_size
 from qedit.service.fetch import MAX_URL_CHARS
+from qedit.service.outbox import WebhookAttempt
+from qedit.service.records import TaskOptions, TaskRecord, TaskStatus, WebhookState
+from qedit.service.storage import LocalStorage
 
 IMAGE_SOURCE = "an https URL, a data URI, bare base64, or task://ID/N (output N of an earlier task)"
 
@@ -39,16 +43,11 @@ class EditOptions(EditParams):
                 raise ValueError(e.message) from None
         return v
 
-    @field_validator("box_mask")
-    @classmethod
-    def _box_mask(cls, v: bool, info: ValidationInfo) -> bool:
-        """Checked here too so that the error names ``box_mask`` (EditParams checks the whole model)."""
-        if v and not info.data.get("boxes"):
-            raise ValueError("box_mask needs at least one box in boxes")
-        return v
-
     def to_params(self) -> EditParams:
         return EditParams.model_validate(self.model_dump(include=set(EditParams.model_fields)))
+
+    def to_options(self) -> TaskOptions:
+        return TaskOptions(output_format=self.output_format, base64=self.base64)
 
 
 class EditCreate(EditOptions):
@@ -97,7 +96,7 @@ class WebhookAttemptInfo(BaseModel):
 
 class WebhookInfo(BaseModel):
     url: str
-    state: str = Field(description="none | pending | sending | delivered | failed")
+    state: WebhookState
     attempts: list[WebhookAttemptInfo]
 
 
@@ -106,7 +105,7 @@ class EditTask(BaseModel):
     object: Literal["edit"] = "edit"
     interface: str
     model: str
-    status: Literal["created", "processing", "completed", "failed", "cancelled"]
+    status: TaskStatus
     created_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -145,3 +144,66 @@ class Usage(BaseModel):
 
 class WebhookSecret(BaseModel):
     secret: str = Field(description="HMAC-SHA256 key of this key's webhooks (Standard Webhooks whsec_ form)")
+
+
+def view(task: TaskRecord, storage: LocalStorage, attempts: list[WebhookAttempt] | None = None) -> dict[str, Any]:
+    """``EditTask``: the task as ``GET /v1/edits/{id}`` shows it (and as its webhook carries it)."""
+    urls = output_urls(task, storage)
+    b64: list[str | None] = [*output_b64(task, storage)] if task.options.base64 else [None] * len(urls)
+    outputs = [
+        {
+            "index": i,
+            "url": url,
+            "b64_json": data,
+            "seed": o.seed,
+            "width": o.width,
+            "height": o.height,
+            "format": o.format,
+            "metadata": o.metadata,
+        }
+        for i, (o, url, data) in enumerate(zip(task.outputs, urls, b64, strict=False))
+    ]
+    webhook = None
+    if task.webhook_url:
+        webhook = {
+            "url": task.webhook_url,
+            "state": task.webhook_state,
+            "attempts": [
+                {
+                    "webhook_id": a.webhook_id,
+                    "event": a.event,
+                    "attempt": a.attempt,
+                    "at": iso(a.at),
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": round(a.duration_ms, 1),
+                }
+                for a in (attempts or [])
+            ],
+        }
+    return {
+        "id": task.id,
+        "object": "edit",
+        "interface": task.interface,
+        "model": task.model,
+        "status": task.status,
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "queue_wait_ms": ms(task.queue_wait),
+        "inference_ms": ms(task.inference_seconds),
+        "timings": task.timings,
+        "attempt": task.attempt,
+        "progress": {"step": task.progress_step, "total": task.progress_total},
+        "params": task.params.model_dump(mode="json"),
+        "parent_id": task.parent_id,
+        "inputs": [{"source": i.source, "width": i.width, "height": i.height} for i in task.inputs],
+        "outputs": outputs,
+        "expires_at": iso(storage.expires_at(task.finished_at)) if task.finished_at else None,
+        "error": {"message": task.error, "reason": task.error_reason} if task.error else None,
+        "webhook": webhook,
+    }
+
+
+def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    return view(task, storage)

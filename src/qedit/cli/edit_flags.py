@@ -1,22 +1,30 @@
-"""The edit-parameter flags, defined once for every command that runs an edit.
+"""The edit-parameter flags and their mapping onto ``EditParams``, defined once for every command
+that runs an edit.
 
-``qedit edit`` and ``qedit batch`` (and any later command) call ``add_edit_arguments`` and
+``qedit edit``, ``qedit batch`` and ``qedit session edit`` call ``add_edit_arguments`` and
 ``params_from_args``, so a flag's name, help and mapping onto ``EditParams`` cannot drift between
 commands. Flags left unset are not passed on: ``EditParams`` and the model spec keep the only copy
 of the defaults and of the range checks. Extra ``EditParams`` fields that belong to another flag
 group (the appearance flags in ``qedit.cli.appearance``) come in through ``params_from_args``'s
-keyword arguments; to give such a field a flag name in error messages, add it to ``FLAG_NAMES``.
+keyword arguments. Every error about a request field names the flag the user typed (``FLAG_NAMES``,
+applied by ``errors_name_flags``), whichever layer raised it.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from qedit.cli import flags_given
 from qedit.errors import InvalidInput
 from qedit.params import EditParams, parse_size, validate
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from qedit.models.protocol import EditEngine
 
 FLAG_NAMES: dict[str, str] = {
@@ -28,6 +36,7 @@ FLAG_NAMES: dict[str, str] = {
     "size": "--size",
     "num_images": "--num",
     "fit": "--fit",
+    "mask": "--mask",
     "mask_grow": "--mask-grow",
     "mask_feather": "--mask-feather",
     "strength": "--strength",
@@ -36,7 +45,40 @@ FLAG_NAMES: dict[str, str] = {
     "boxes": "--box",
     "box_mask": "--box-mask",
 }
-"""``EditParams`` field -> the flag a user typed, so an error names what they can fix."""
+"""Request field (``EditParams``' and the mask) -> the flag a user typed, so an error names what they can fix."""
+
+_PARAM_FLAGS = {
+    "negative": "negative_prompt",
+    "steps": "num_inference_steps",
+    "cfg": "true_cfg_scale",
+    "seed": "seed",
+    "num": "num_images",
+    "fit": "fit",
+}
+"""argparse dest -> ``EditParams`` field, for the flags that map straight across."""
+
+_FIELD_HEAD = re.compile(r"[A-Za-z_]+")
+
+
+def flag_field(field: str | None) -> str | None:
+    """``boxes[1].colour`` -> ``--box[1].colour``: a field's leading name as its flag (others unchanged)."""
+    head = _FIELD_HEAD.match(field or "")
+    if head is None or head.group() not in FLAG_NAMES:
+        return field
+    return FLAG_NAMES[head.group()] + head.string[head.end() :]
+
+
+@contextmanager
+def errors_name_flags() -> Iterator[None]:
+    """Re-raise an ``InvalidInput`` about a request field under the flag's name (``--box[0]: ...``)."""
+    try:
+        yield
+    except InvalidInput as e:
+        field = flag_field(e.field)
+        if field == e.field:
+            raise
+        raise InvalidInput(e.message, field=field) from None
+
 
 FORMATS = ("png", "jpeg", "jpg", "webp")
 
@@ -87,32 +129,12 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
     Raises ``InvalidInput`` naming the flag (``--steps: ...``), so the CLI prints one line and exits 2
     before any model loads.
     """
-    data: dict[str, Any] = {"prompt": args.prompt}
-    size = getattr(args, "size", None)
-    if size is not None:
-        data["size"] = parse_size(size)
-    for flag, name in (
-        ("negative", "negative_prompt"),
-        ("steps", "num_inference_steps"),
-        ("cfg", "true_cfg_scale"),
-        ("seed", "seed"),
-        ("num", "num_images"),
-        ("fit", "fit"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            data[name] = value
-    data.update(extra)
-    try:
-        return validate(EditParams, data)
-    except InvalidInput as e:
-        if e.field is None:
-            raise
-        head, dot, rest = e.field.partition(".")
-        flag = FLAG_NAMES.get(head)
-        if flag is None:
-            raise
-        raise InvalidInput(e.message, field=flag + (dot + rest if rest else "")) from None
+    with errors_name_flags():
+        data: dict[str, Any] = {"prompt": args.prompt, **flags_given(args, _PARAM_FLAGS)}
+        size = getattr(args, "size", None)
+        if size is not None:
+            data["size"] = parse_size(size)
+        return validate(EditParams, {**data, **extra})
 
 
 def output_format(args: argparse.Namespace) -> str:
@@ -144,3 +166,38 @@ def load_engine(args: argparse.Namespace) -> EditEngine:
     return Engine.load(
         getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None)
     )
+
+
+def model_reference(args: argparse.Namespace) -> str:
+    """What ``--model`` names, else the loader's default (``$QEDIT_MODEL``, else tiny)."""
+    from qedit.engine.loader import default_model  # torch-free; imported late like all of qedit.engine
+
+    return getattr(args, "model", None) or default_model()
+
+
+def load_checked_engine(
+    args: argparse.Namespace,
+    params: EditParams,
+    image_sizes: Sequence[tuple[int, int]],
+    mask: Image.Image | None = None,
+) -> EditEngine:
+    """The engine for ``--model``, loaded only once ``check_request`` accepts the edit on these images.
+
+    The image limit comes from the model's spec without loading it (``spec_of``). A hub id's spec is
+    known only from its files: before loading, it is held to the family's largest limit, and to its
+    own once loaded. Errors name the flags.
+    """
+    from qedit.models.snapshot import spec_of
+    from qedit.models.specs import SPECS
+    from qedit.request_check import check_request
+
+    model = model_reference(args)
+    spec = spec_of(model)
+    limit = spec.max_images if spec is not None else max(s.max_images for s in SPECS.values())
+    with errors_name_flags():
+        check_request(params, image_sizes, max_images=limit, model=model, mask=mask)
+    engine = load_engine(args)
+    if spec is None:
+        with errors_name_flags():
+            check_request(params, image_sizes, max_images=engine.max_images, model=engine.model_id)
+    return engine

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qedit.api.schemas import SizeText, size_or_none
+from qedit.interfaces.common import SizeText, edit_params, output_b64, output_urls
 from qedit.params import (
     CFG_MAX,
     CFG_MIN,
@@ -22,8 +22,9 @@ from qedit.params import (
     STEPS_MAX,
     STEPS_MIN,
     EditParams,
-    validate,
 )
+from qedit.service.records import TaskOptions, TaskRecord
+from qedit.service.storage import LocalStorage
 
 FILE_FIELDS = ("image", "image[]", "mask")
 
@@ -53,16 +54,20 @@ class OpenAIEdit(BaseModel):
     true_cfg_scale: float | None = Field(default=None, ge=CFG_MIN, le=CFG_MAX)
 
     def to_params(self) -> EditParams:
-        data: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "seed": self.seed}
-        if (size := size_or_none(self.size)) is not None:
-            data["size"] = size
-        if self.negative_prompt is not None:
-            data["negative_prompt"] = self.negative_prompt
-        if self.num_inference_steps is not None:
-            data["num_inference_steps"] = self.num_inference_steps
-        if self.true_cfg_scale is not None:
-            data["true_cfg_scale"] = self.true_cfg_scale
-        return validate(EditParams, data)
+        return edit_params(
+            self.prompt,
+            size=self.size,
+            num_images=self.n,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            num_inference_steps=self.num_inference_steps,
+            true_cfg_scale=self.true_cfg_scale,
+        )
+
+    def to_options(self) -> TaskOptions:
+        return TaskOptions(
+            output_format=self.output_format, base64=self.response_format == "b64_json", client_model=self.model
+        )
 
 
 class OpenAIImage(BaseModel):
@@ -77,3 +82,19 @@ class OpenAIImagesResponse(BaseModel):
     output_format: str
     size: str | None
     background: Literal["opaque"] = "opaque"
+
+
+def images_response(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    """``OpenAIImagesResponse`` for a completed task (OpenAI's edits answer synchronously)."""
+    if task.options.base64:
+        data = [{"b64_json": b} for b in output_b64(task, storage)]
+    else:
+        data = [{"url": u} for u in output_urls(task, storage)]
+    first = task.outputs[0] if task.outputs else None
+    return {
+        "created": int(task.created_at),
+        "data": data,
+        "output_format": task.options.output_format,
+        "size": f"{first.width}x{first.height}" if first else None,
+        "background": "opaque",
+    }

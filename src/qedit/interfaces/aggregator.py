@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qedit.api.schemas import SizeText, size_or_none
-from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams, validate
+from qedit.interfaces.common import SizeText, edit_params, output_urls
+from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams
 from qedit.service.fetch import MAX_URL_CHARS
+from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
+from qedit.service.storage import LocalStorage
 
 MODELS = ("qwen-image-edit", "qwen-image-edit-plus")
 MAX_TOKENS = 2000
@@ -52,12 +54,12 @@ class GenerationCreate(BaseModel):
         return v
 
     def to_params(self) -> EditParams:
-        data: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "seed": self.seed}
-        if (size := size_or_none(self.size)) is not None:
-            data["size"] = size
-        if self.negative_prompt is not None:
-            data["negative_prompt"] = self.negative_prompt
-        return validate(EditParams, data)
+        return edit_params(
+            self.prompt, size=self.size, num_images=self.n, seed=self.seed, negative_prompt=self.negative_prompt
+        )
+
+    def to_options(self) -> TaskOptions:
+        return TaskOptions(output_format=self.output_format, client_model=self.model)
 
 
 class GenerationImage(BaseModel):
@@ -86,3 +88,37 @@ class GenerationTask(BaseModel):
     expires_at: int | None
     error: GenerationError | None
     usage: GenerationUsage
+
+
+STATUS = {
+    TaskStatus.CREATED: "queued",
+    TaskStatus.PROCESSING: "processing",
+    TaskStatus.COMPLETED: "succeeded",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+}
+
+
+def view(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    """``GenerationTask``: the task as the aggregator shows it (and as its callback carries it)."""
+    if task.status == TaskStatus.COMPLETED:
+        progress = 100
+    else:
+        progress = round(100 * task.progress_step / task.progress_total) if task.progress_total else 0
+    return {
+        "task_id": task.id,
+        "object": "image.task",
+        "model": task.options.client_model or task.model,
+        "status": STATUS[task.status],
+        "progress": progress,
+        "created_at": int(task.created_at),
+        "completed_at": int(task.finished_at) if task.finished_at else None,
+        "data": [{"url": u} for u in output_urls(task, storage)],
+        "expires_at": storage.expires_at(task.finished_at) if task.finished_at else None,
+        "error": {"message": task.error, "code": task.error_reason} if task.error else None,
+        "usage": {"images": task.n_outputs, "compute_seconds": round(task.compute_seconds, 3)},
+    }
+
+
+def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+    return view(task, storage)

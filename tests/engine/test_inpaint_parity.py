@@ -36,8 +36,8 @@ def test_masked_edit_matches_inpaint_pipeline_inside_the_mask(
 
     monkeypatch.setattr(reference, "retrieve_latents", mode_latents)
 
-    engine = Engine.load(str(tiny_path))
-    engine.spec = dataclasses.replace(engine.spec, vae_area=MP)
+    components = Engine.load(str(tiny_path)).components
+    engine = Engine(dataclasses.replace(components, spec=dataclasses.replace(components.spec, vae_area=MP)))
     pipe = QwenImageEditInpaintPipeline.from_pretrained(tiny_path, dtype=torch.float32)
     rng = np.random.default_rng(4)
     image = Image.fromarray(rng.integers(0, 256, (28, 37, 3), dtype=np.uint8)).resize((1184, 896))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -91,6 +93,25 @@ def test_truncated_weights_are_named(snap: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match=r"corrupt weights file .*transformer/diffusion_pytorch_model"):
         loader.load(str(snap))
+
+
+def test_locate_gives_the_snapshot_directory_and_the_model_id(tiny_path: Path) -> None:
+    assert loader.locate("tiny") == (tiny_path, "tiny")  # the preset, written once per cache
+    assert loader.locate(str(tiny_path)) == (tiny_path, str(tiny_path))
+
+
+def test_the_tiny_preset_imports_nothing_from_the_loader() -> None:
+    """The loader builds the preset, so the preset must not reach back: they share ``engine.hf``."""
+    from qedit.engine import tiny
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(tiny))):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+    assert "qedit.engine.hf.quiet_libraries" in imported
+    assert not [name for name in imported if name.startswith("qedit.engine.loader")]
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -32,9 +32,10 @@ def _noise_image(w: int, h: int, seed: int) -> Image.Image:
 
 
 def _reference_engine(path: Path, condition_area: int | None) -> Engine:
-    engine = Engine.load(str(path))
-    engine.spec = dataclasses.replace(engine.spec, vae_area=MP, condition_area=condition_area)
-    return engine
+    """The tiny model at the reference's areas, so both pipelines see the same sizes."""
+    components = Engine.load(str(path)).components
+    spec = dataclasses.replace(components.spec, vae_area=MP, condition_area=condition_area)
+    return Engine(dataclasses.replace(components, spec=spec))
 
 
 def _max_diff(ours: Image.Image, theirs: Image.Image) -> int:

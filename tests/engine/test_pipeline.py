@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from qedit.engine.pipeline import Engine
 from qedit.errors import EditCancelled, InvalidInput
 from qedit.models.protocol import CancelToken, EditRequest
-from qedit.params import EditParams
+from qedit.params import Box, EditParams
 
 
 def _photo(w: int = 256, h: int = 192, seed: int = 0) -> Image.Image:
@@ -114,10 +116,50 @@ def test_cfg_one_runs_the_conditional_branch_only(tiny_engine) -> None:
 
 
 def test_too_many_images_is_a_clear_error(tiny_engine, tiny_plus_engine) -> None:
-    with pytest.raises(InvalidInput, match=r"takes 1-1 image, got 2"):
+    with pytest.raises(InvalidInput, match=r"takes at most 1 image\(s\), got 2") as e:
         _edit(tiny_engine, images=(_photo(), _photo()))
-    with pytest.raises(InvalidInput, match=r"takes 1-3 images, got 4"):
+    assert e.value.field == "images"
+    with pytest.raises(InvalidInput, match=r"takes at most 3 image\(s\), got 4"):
         _edit(tiny_plus_engine, images=(_photo(),) * 4)
+
+
+def test_the_engine_refuses_what_the_cli_and_the_api_refuse(tiny_engine) -> None:
+    """The engine applies ``check_request``, the one rule of a request against its images."""
+    with pytest.raises(InvalidInput, match="at least 1 image") as e:
+        _edit(tiny_engine, images=())
+    assert e.value.field == "images"
+    with pytest.raises(InvalidInput, match="width 256, got 300") as e:
+        _edit(tiny_engine, boxes=(Box(x0=0, y0=0, x1=300, y1=10),))  # the photo is 256 x 192
+    assert e.value.field == "boxes[0]"
+    params = EditParams(prompt="x", boxes=(Box(x0=10, y0=10, x1=100, y1=100),), box_mask=True)
+    with pytest.raises(InvalidInput, match="a mask or box_mask, not both") as e:
+        tiny_engine.edit(EditRequest(params=params, images=(_photo(),), mask=Image.new("L", (256, 192), 255)))
+    assert e.value.field == "mask"
+
+
+@pytest.mark.parametrize(("cfg", "per_step"), [(4.0, ["cond", "uncond"]), (1.0, ["cond"])])
+def test_each_transformer_call_runs_in_its_cache_context(tiny_path: Path, cfg: float, per_step: list[str]) -> None:
+    """Cache hooks (diffusers' FirstBlockCache, cache-dit) keep one state per context name, read as
+    this stateful hook reads it: per step the conditional pass, then the unconditional one with CFG."""
+    from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
+
+    class ContextRecorder(ModelHook):
+        _is_stateful = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.state = StateManager(BaseState)  # diffusers sets the context on every StateManager
+            self.names: list[str] = []
+
+        def pre_forward(self, module, *args, **kwargs):
+            self.names.append(self.state.context.name)  # raises when a call runs outside any context
+            return args, kwargs
+
+    engine = Engine.load(str(tiny_path))  # its own copy: the session's engine stays hook-free
+    recorder = ContextRecorder()
+    HookRegistry.check_if_exists_or_initialize(engine.components.transformer).register_hook(recorder, "recorder")
+    _edit(engine, true_cfg_scale=cfg, negative_prompt=" ", num_inference_steps=2)
+    assert recorder.names == per_step * 2
 
 
 def test_plus_edits_with_three_images(tiny_plus_engine) -> None:

@@ -1,4 +1,4 @@
-"""Stage 5: packed latents -> pixels at the working size (un-normalise, VAE decode)."""
+"""Stage 6: packed latents -> pixels at the working size (un-normalise, VAE decode)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from qedit.engine.latents import unpack
+from qedit.engine.latents import denormalise, unpack
 
 
 @torch.inference_mode()
 def decode(vae, latents: torch.Tensor, working: tuple[int, int]) -> Image.Image:
     """(1, N, 64) -> RGB image of ``working`` (width, height)."""
     width, height = working
-    x = unpack(latents, height, width).to(vae.dtype)
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(x.device, x.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(x.device, x.dtype)
-    x = x / inv_std + mean  # the reference's exact expression, for bit-level parity
+    x = denormalise(vae, unpack(latents, height, width).to(vae.dtype))  # (1, 16, 1, H/8, W/8)
     image = vae.decode(x, return_dict=False)[0][:, :, 0]  # (1, 3, H, W) in [-1, 1]
     return to_pil(image)
 

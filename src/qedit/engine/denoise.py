@@ -1,21 +1,28 @@
-"""Stage 4: the denoising loop: flow-matching Euler steps with true CFG and its norm rescale.
+"""Stage 5: the denoising loop: flow-matching Euler steps with true CFG and its norm rescale.
 
 The reference tokens (the VAE latents of the input images) ride along after the noise tokens in
 every transformer call; only the noise part of the prediction is kept. With a mask, the latents
 outside it are pulled back to the reference image re-noised to the next step's level after every
 step (diffusers' QwenImageEditInpaintPipeline), so the model only repaints inside the mask.
+
+Each transformer call runs inside ``transformer.cache_context("cond")`` or ``("uncond")``, as in
+the reference: cache hooks attached to the transformer (diffusers' FirstBlockCache, cache-dit)
+keep their state per context name, and without the names they would mix the two CFG branches.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from qedit.engine.encode import Conditioning, TextEmbedding
 from qedit.errors import EditCancelled
 from qedit.models.protocol import CancelToken, StepCallback
+
+Branch = Literal["cond", "uncond"]  # diffusers' cache-context names of the two CFG passes
 
 
 @dataclass(frozen=True)
@@ -37,17 +44,22 @@ class DenoiseInputs:
     mask: LatentMask | None = None
 
 
-def predict(transformer, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, img_shapes) -> torch.Tensor:
-    return transformer(
-        hidden_states=x,
-        timestep=t / 1000,
-        encoder_hidden_states=text.embeds,
-        encoder_hidden_states_mask=text.mask,
-        img_shapes=[img_shapes],
-        guidance=None,
-        attention_kwargs={},
-        return_dict=False,
-    )[0]
+def predict(
+    transformer, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, img_shapes, n_tokens: int, branch: Branch
+) -> torch.Tensor:
+    """One transformer call in ``branch``'s cache context: (1, N + M, 64) -> the noise part (1, N, 64)."""
+    with transformer.cache_context(branch):
+        pred = transformer(
+            hidden_states=x,
+            timestep=t / 1000,
+            encoder_hidden_states=text.embeds,
+            encoder_hidden_states_mask=text.mask,
+            img_shapes=[img_shapes],
+            guidance=None,
+            attention_kwargs={},
+            return_dict=False,
+        )[0]
+    return pred[:, :n_tokens]
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -73,11 +85,11 @@ def denoise(
     for i, t in enumerate(inputs.timesteps):
         if cancel is not None and cancel.cancelled:
             raise EditCancelled(f"cancelled before step {i + 1}/{total}")
-        x = torch.cat([latents, inputs.references], dim=1)
+        x = torch.cat([latents, inputs.references], dim=1)  # (1, N + M, 64)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        pred = predict(transformer, x, timestep, conditioning.positive, inputs.img_shapes)[:, :n_tokens]
+        pred = predict(transformer, x, timestep, conditioning.positive, inputs.img_shapes, n_tokens, "cond")
         if conditioning.negative is not None:
-            uncond = predict(transformer, x, timestep, conditioning.negative, inputs.img_shapes)[:, :n_tokens]
+            uncond = predict(transformer, x, timestep, conditioning.negative, inputs.img_shapes, n_tokens, "uncond")
             pred = guided(pred, uncond, inputs.cfg)
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
         if inputs.mask is not None:

@@ -1,4 +1,4 @@
-"""Stage 2: instruction + images -> Qwen2.5-VL embeddings; references -> normalised VAE latents.
+"""Stage 4: instruction + images -> Qwen2.5-VL embeddings; references -> normalised VAE latents.
 
 The prompt goes through the VL model's chat template with the images' vision tokens in front
 (``ModelSpec.build_prompt``); the last hidden state is taken, padding removed and the 64-token
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from qedit.engine.latents import normalise
 from qedit.engine.loader import Components
 from qedit.errors import InvalidInput
 from qedit.models.specs import PROMPT_TEMPLATE_DROP
@@ -76,8 +77,4 @@ def encode_reference(components: Components, image: torch.Tensor) -> torch.Tenso
     """(1, 3, 1, H, W) in [-1, 1] -> (1, 16, 1, H/8, W/8) normalised with the VAE's mean/std (its mode)."""
     vae = components.vae
     image = image.to(device=components.device, dtype=components.dtype)
-    latents = vae.encode(image).latent_dist.mode()
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
-    return (latents - mean) / std
+    return normalise(vae, vae.encode(image).latent_dist.mode())

@@ -1,5 +1,8 @@
 """Working sizes: where the model's canvas sits on the user's image, and the exact way back.
 
+Used by stage 3 (``preprocess``: the image onto the working canvas) and stage 7 (``postprocess``:
+the output back onto the image).
+
 The reference resizes every input to ~1 MP with width and height each rounded to a multiple of 32
 on its own, which stretches the aspect ratio (1920x1080 -> 1376x768: x0.7167 across, x0.7111 down);
 no resize back can then put the edges where they were, and users see the edit shift and zoom.

@@ -1,9 +1,11 @@
-"""Stage 3: packed latents, noise and the timestep schedule.
+"""Latent-space helpers of stages 4-6: packing, the VAE's normalisation, stage 5's noise and schedule.
 
 Latents are (B, 16, 1, H/8, W/8) from the VAE; the transformer reads them as 2x2 patches,
-(B, H/16 * W/16, 64). The schedule is the reference's: sigmas linspace(1, 1/N, N) shifted by
-``mu``, which grows with the number of noise tokens (dynamic shifting), so larger images spend
-more steps at high noise.
+(B, H/16 * W/16, 64). The VAE's latents are normalised per channel with the statistics in its
+config before the transformer sees them (stage 4) and un-normalised before decoding (stage 6), with
+the reference's exact expressions. The schedule is the reference's: sigmas linspace(1, 1/N, N)
+shifted by ``mu``, which grows with the number of noise tokens (dynamic shifting), so larger
+images spend more steps at high noise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,29 @@ def unpack(latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
     h, w = 2 * (height // 16), 2 * (width // 16)
     x = latents.view(b, h // 2, w // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, c4 // 4, 1, h, w)
+
+
+def _vae_statistics(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE config's per-channel latent mean and std, (1, C, 1, 1, 1) each, on ``like``'s device and dtype."""
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
+    std = torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
+    return mean, std
+
+
+def normalise(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The VAE's (B, C, 1, h, w) latents -> the transformer's scale."""
+    mean, std = _vae_statistics(vae, latents)
+    return (latents - mean) / std
+
+
+def denormalise(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The transformer's (B, C, 1, h, w) latents -> the VAE's scale.
+
+    Divides by 1/std, not multiplies by std, as the reference does: the two differ in the last bit.
+    """
+    mean, std = _vae_statistics(vae, latents)
+    return latents / (1.0 / std) + mean
 
 
 def noise(seed: int, working: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

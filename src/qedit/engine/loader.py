@@ -3,7 +3,9 @@
 A reference is a spec name (``tiny``, ``qwen-image-edit-2509``), a local diffusers-layout snapshot
 directory, or a Hugging Face hub id. The variant is detected from the snapshot's
 ``model_index.json`` (``_class_name``, and the transformer's ``zero_cond_t`` for 2511), so a
-directory of real weights needs no further flag. Weights load directly in the target dtype: loading
+directory of real weights needs no further flag. ``locate`` turns the reference into a snapshot
+directory (writing the tiny preset, or fetching from the hub, when needed); ``load`` checks the
+snapshot's files and loads its components. Weights load directly in the target dtype: loading
 the 20B transformer in fp32 and casting afterwards exhausts host memory.
 """
 
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qedit.engine.hf import download, quiet_libraries
+from qedit.engine.tiny import ensure_tiny
 from qedit.errors import ModelLoadError
 from qedit.models.snapshot import detect_spec, read_json
 from qedit.models.specs import SPECS, ModelSpec, get_spec
@@ -86,31 +90,22 @@ def pick_dtype(device: str, dtype: str | None = None):  # -> torch.dtype
     return torch.float32 if device.startswith("cpu") else torch.bfloat16
 
 
-def resolve(model: str) -> tuple[Path, str]:
-    """``model`` -> (snapshot directory, model id shown to users)."""
-    if model in SPECS and SPECS[model].tiny:
-        from qedit.engine.tiny import ensure_tiny
+def locate(model: str) -> tuple[Path, str]:
+    """``model`` (spec name, snapshot directory or hub id) -> (snapshot directory, model id shown to users).
 
+    The tiny presets are written on first use; a hub id is fetched into huggingface_hub's cache.
+    """
+    if model in SPECS and SPECS[model].tiny:
         return ensure_tiny(model), model
     path = Path(model).expanduser()
     if path.is_dir():
         return path, model
     hub_id = SPECS[model].hub_id if model in SPECS else model
     if hub_id and "/" in hub_id and not path.is_absolute() and not model.startswith("."):
-        return _download(hub_id), hub_id
+        return download(hub_id), hub_id
     raise ModelLoadError(
         f"no such model directory: {model} (give a snapshot dir, a hub id, or one of: {', '.join(SPECS)})"
     )
-
-
-def _download(hub_id: str) -> Path:
-    """A hub snapshot through huggingface_hub's cache (needs a network, or HF_HUB_OFFLINE=1 and a cache)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
-    except Exception as e:  # network down, unknown repo, no auth: all one message for the user
-        raise ModelLoadError(f"cannot fetch {hub_id} from the hub ({type(e).__name__}: {e})") from None
 
 
 def check_snapshot(path: Path) -> None:
@@ -139,26 +134,14 @@ def _check_safetensors(file: Path) -> None:
         raise ModelLoadError(f"corrupt weights file {file}: {e}") from None
 
 
-def quiet_libraries() -> None:
-    """diffusers/transformers print progress bars and deprecation chatter on every load; qedit
-    reports its own progress, so theirs is switched off (called at load time, not at import)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-
-
 def load(model: str, device: str | None = None, dtype: str | None = None, spec: str | None = None) -> Components:
-    """Resolve, check and load a model; ``spec`` overrides the detected variant."""
+    """Locate, check and load a model; ``spec`` overrides the detected variant."""
     import torch
     from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
 
     quiet_libraries()
-    path, model_id = resolve(model)
+    path, model_id = locate(model)
     check_snapshot(path)
     model_spec = get_spec(spec) if spec else detect_spec(path)
     dev = pick_device(device)

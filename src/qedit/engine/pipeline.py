@@ -1,14 +1,19 @@
-"""``Engine.edit``: the stages in order.
+"""``Engine.edit``: the stages in order (the ``# N`` comments in ``Engine.edit``).
 
-    1. resolve     parameters -> defaults from the model spec, seeds, limits checked
-    2. inputs      boxes drawn on the model's input; the edit mask (user mask or boxes)
-    3. prepare     sizes and tensors (preprocess)
-    4. encode      instruction + images through Qwen2.5-VL; references through the VAE (once per call)
-    5. denoise     per output: noise from its seed, schedule, the loop (CFG, mask, callbacks, cancel)
-    6. decode      VAE decode at the working size
-    7. finish      exact geometry back, untouched pixels restored, output size, metadata
+    1. plan        parameters -> defaults from the model spec, one seed per output; prompt lengths
+    2. inputs      the request checked against its images; boxes drawn on the model's input; the
+                   edit mask (user mask or boxes)
+    3. prepare     sizes and tensors (``preprocess``, with ``geometry``)
+    4. encode      instruction + images through Qwen2.5-VL; references through the VAE, once per
+                   call (``encode``); the edit mask at the latent grid
+    5. denoise     per output: noise from its seed, schedule, the loop: CFG, mask, callbacks, cancel
+                   (``latents``, ``denoise``)
+    6. decode      VAE decode at the working size (``decode``)
+    7. finish      exact geometry back, untouched pixels restored, output size (``postprocess``);
+                   metadata
 
-Each stage is a module with typed inputs and outputs; this file only wires them.
+Stages 1 and 2 only fill in and check, and are methods here; stages 3-7 are modules with typed
+inputs and outputs, whose docstrings carry the same numbers. This file only wires them.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from qedit.metadata import edit_metadata
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.models.specs import ModelSpec
 from qedit.params import EditParams, output_seeds
+from qedit.request_check import check_request
 
 
 @dataclasses.dataclass(frozen=True)
-class Resolved:
-    """Stage 1's output: every default filled in."""
+class EditPlan:
+    """Stage 1's output: every default filled in, one seed per output."""
 
     params: EditParams
     steps: int
@@ -49,7 +55,7 @@ class Resolved:
 
 @dataclasses.dataclass(frozen=True)
 class References:
-    """Stage 4's image half: packed latents per reference, and the RoPE shapes."""
+    """Stage 4's image half: the packed VAE latents of each reference, in order."""
 
     packed: tuple[torch.Tensor, ...]  # (1, M_i, 64) each
 
@@ -74,11 +80,6 @@ class Engine:
     def spec(self) -> ModelSpec:
         return self.components.spec
 
-    @spec.setter
-    def spec(self, value: ModelSpec) -> None:
-        """Tests set the reference's areas on the tiny model to compare with diffusers at its sizes."""
-        self.components.spec = value
-
     @property
     def model_id(self) -> str:
         return self.components.model_id
@@ -89,11 +90,12 @@ class Engine:
 
     # -- the stages -------------------------------------------------------------------------
 
-    def resolve(self, params: EditParams) -> Resolved:
+    def plan(self, params: EditParams) -> EditPlan:
+        """Defaults the user left to the model filled in from its spec; prompts past its limit refused."""
         check_prompt_length(self.components, params.prompt)
         check_prompt_length(self.components, params.negative_prompt, field="negative_prompt")
         seeds = output_seeds(params.seed, params.num_images)
-        return Resolved(
+        return EditPlan(
             params=params,
             steps=params.num_inference_steps or self.spec.default_steps,
             cfg=params.true_cfg_scale if params.true_cfg_scale is not None else self.spec.default_cfg,
@@ -101,13 +103,21 @@ class Engine:
         )
 
     def model_inputs(self, request: EditRequest) -> tuple[tuple[Image.Image, ...], masks.EditMask | None]:
-        """The images the model sees (boxes drawn on the last) and the edit mask at its size."""
+        """The images the model sees (boxes drawn on the last) and the edit mask at its size.
+
+        The request is checked first by ``check_request``, the rule the CLI and the API apply
+        before queueing, so a caller of the engine alone is refused the same way.
+        """
         params, images = request.params, request.images
-        if not images:
-            raise InvalidInput("at least one image is needed", field="images")
+        check_request(
+            params,
+            [image.size for image in images],
+            max_images=self.max_images,
+            model=self.model_id,
+            mask=request.mask,
+        )
         last = images[-1]
         if params.boxes:
-            masks.validate_boxes(params.boxes, last.size)
             images = (*images[:-1], masks.draw_boxes(last, params.boxes))
         mask_image = request.mask
         if params.box_mask:
@@ -144,7 +154,7 @@ class Engine:
     def denoise_one(
         self,
         seed: int,
-        resolved: Resolved,
+        plan: EditPlan,
         prepared: Prepared,
         conditioning: Conditioning,
         references: References,
@@ -153,15 +163,15 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> torch.Tensor:
         c = self.components
-        scheduler = make_scheduler(c.scheduler_config, resolved.steps)
+        scheduler = make_scheduler(c.scheduler_config, plan.steps)
         start_noise = noise(seed, prepared.working, c.device, conditioning.positive.embeds.dtype)
-        ts = timesteps(scheduler, resolved.steps, start_noise.shape[1], c.device)
+        ts = timesteps(scheduler, plan.steps, start_noise.shape[1], c.device)
         latents = start_noise
-        strength = resolved.params.strength
+        strength = plan.params.strength
         if strength < 1.0:
-            t_start = int(max(resolved.steps - min(resolved.steps * strength, resolved.steps), 0))
-            if t_start >= resolved.steps:
-                raise InvalidInput(f"{strength} leaves no denoising step with {resolved.steps} steps", field="strength")
+            t_start = int(max(plan.steps - min(plan.steps * strength, plan.steps), 0))
+            if t_start >= plan.steps:
+                raise InvalidInput(f"{strength} leaves no denoising step with {plan.steps} steps", field="strength")
             ts = ts[t_start:]
             kept = latent_mask.image_latents if latent_mask is not None else references.packed[-1]
             if kept.shape != start_noise.shape:
@@ -176,7 +186,7 @@ class Engine:
             references=references.joined,
             img_shapes=img_shapes,
             timesteps=ts,
-            cfg=resolved.cfg,
+            cfg=plan.cfg,
             mask=latent_mask,
         )
         return denoise(c.transformer, scheduler, inputs, conditioning, on_step, cancel)
@@ -187,44 +197,38 @@ class Engine:
         self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
     ) -> EditResult:
         watch = Stopwatch()
-        resolved = self.resolve(request.params)  # 1
+        params = request.params
+        plan = self.plan(params)  # 1
         images, edit_mask = self.model_inputs(request)  # 2
         prepared = self.prepare(request, images)  # 3
         watch.lap("preprocess")
-        conditioning = self.encode(  # 4
-            request.params.prompt, request.params.negative_prompt, prepared, resolved.cfg
-        )
+        conditioning = self.encode(params.prompt, params.negative_prompt, prepared, plan.cfg)  # 4
         references = self.encode_references(prepared)
         latent_mask = self.latent_mask(edit_mask, prepared, references) if edit_mask is not None else None
         watch.lap("encode")
         outputs = []
-        n = len(resolved.seeds)
-        for k, seed in enumerate(resolved.seeds):
+        n = len(plan.seeds)
+        for k, seed in enumerate(plan.seeds):
             step_cb = None
             if on_step is not None:
 
                 def step_cb(step: int, total: int, elapsed: float, k: int = k) -> None:
                     on_step(k * total + step, n * total, elapsed)
 
-            latents = self.denoise_one(
-                seed, resolved, prepared, conditioning, references, latent_mask, step_cb, cancel
-            )  # 5
+            latents = self.denoise_one(  # 5
+                seed, plan, prepared, conditioning, references, latent_mask, step_cb, cancel
+            )
             watch.lap("denoise")
             working_image = decode(self.components.vae, latents, prepared.working)  # 6
             watch.lap("decode")
-            image = finish(
-                working_image,
-                prepared.geometry,
-                request.images[-1],
-                prepared.out_size,  # 7
-                request.params,
-                edit_mask,
+            image = finish(  # 7
+                working_image, prepared.geometry, request.images[-1], prepared.out_size, params, edit_mask
             )
             meta = edit_metadata(
-                request.params,
+                params,
                 seed=seed,
-                steps=resolved.steps,
-                cfg=resolved.cfg,
+                steps=plan.steps,
+                cfg=plan.cfg,
                 size=image.size,
                 model=self.model_id,
                 history=request.history,

@@ -1,4 +1,4 @@
-"""Stage 6: the working-size image -> what the user gets: exact field of view and size, the
+"""Stage 7: the working-size image -> what the user gets: exact field of view and size, the
 untouched pixels restored (mask or preserve), and the metadata that lets anyone re-run it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 1: decoded images -> the sizes and tensors the model sees.
+"""Stage 3: decoded images -> the sizes and tensors the model sees.
 
 Each reference goes twice into the model, as the reference pipelines do: to the Qwen2.5-VL
 encoder (semantics; plus variants at ~384x384, edit v1 at the VAE's size) and to the VAE

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from qedit.engine.hf import quiet_libraries
+from qedit.errors import InvalidInput
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS
 
 VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS)}
@@ -236,12 +238,8 @@ def write_tiny_snapshot(directory: str | Path, variant: str = "edit") -> Path:
     """Write the snapshot atomically: build in a sibling temp dir, then rename into place."""
     from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
 
-    from qedit.engine.loader import quiet_libraries
-
     quiet_libraries()
     if variant not in VARIANTS:
-        from qedit.errors import InvalidInput
-
         raise InvalidInput(f"unknown tiny variant {variant!r}; choose from {', '.join(VARIANTS)}", field="variant")
     spec_name, class_name = VARIANTS[variant]
     target = Path(directory)

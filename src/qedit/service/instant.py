@@ -17,10 +17,11 @@ import time
 
 from PIL import Image, ImageOps
 
-from qedit.errors import EditCancelled, InvalidInput
+from qedit.errors import EditCancelled
 from qedit.metadata import edit_metadata
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.params import output_seeds
+from qedit.request_check import check_request
 
 FAIL_MARKER = "[fail]"
 
@@ -47,12 +48,9 @@ class InstantEngine:
         self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
     ) -> EditResult:
         params = request.params
-        if not request.images:
-            raise InvalidInput("at least one image is needed", field="images")
-        if len(request.images) > self.max_images:
-            raise InvalidInput(
-                f"{self.model_id} takes at most {self.max_images} image(s), got {len(request.images)}", field="images"
-            )
+        check_request(
+            params, [i.size for i in request.images], max_images=self.max_images, model=self.model_id, mask=request.mask
+        )
         steps = params.num_inference_steps or self.steps
         cfg = params.true_cfg_scale if params.true_cfg_scale is not None else 4.0
         seeds = output_seeds(params.seed, params.num_images)

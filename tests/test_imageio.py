@@ -13,7 +13,7 @@ from PIL import Image, ImageCms
 
 from qedit import imageio
 from qedit.errors import InvalidInput
-from tests import images as I
+from tests.support import images as I
 
 
 def close(a: tuple[int, ...], b: tuple[int, ...], tol: int = 6) -> bool:

@@ -1,9 +1,8 @@
 """Sessions: chained edits whose untouched pixels stay the original's over any number of rounds.
 
-The engines here are stand-ins that behave like a VAE round-trip (the whole image drifts a little
-every round) plus a real local change, and that finish the way ``Engine.edit`` does (mask or box
-mask -> ``masks.composite`` against the edited input; else ``preserve="auto"`` ->
-``masks.preserve_changes``), so the session's promise is tested without model weights.
+The engine is ``tests.support.engines.DriftEngine``, a stand-in that behaves like a VAE round-trip
+(the whole image drifts a little every round) plus a real local change, and that finishes the way
+``Engine.edit`` does, so the session's promise is tested without model weights.
 """
 
 from __future__ import annotations
@@ -14,81 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from qedit import imageio, masks, sessions
 from qedit.errors import InvalidInput, QeditError
-from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.params import Box, EditParams
 from qedit.sessions import EditSession
-
-
-def scene(w: int = 256, h: int = 192, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([x / w * 200 + 30, y / h * 180 + 40, (x + y) / (w + h) * 150 + 60], -1)
-    base += rng.normal(0, 6, (h, w, 3))
-    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(image)
-    d.ellipse([20, 20, 90, 90], fill=(240, 240, 30))
-    d.rectangle([150, 30, 240, 70], fill=(10, 10, 10))
-    d.text((30, 160), "HELLO qedit", fill=(255, 255, 255))
-    return image
-
-
-def drift(image: Image.Image, seed: int) -> Image.Image:
-    """A VAE-like round trip: 1 px blur, +-2 levels of noise, +1 overall (and it compounds)."""
-    rng = np.random.default_rng(seed)
-    a = np.asarray(image.filter(ImageFilter.BoxBlur(1)), dtype=np.int16)
-    a = a + rng.integers(-2, 3, a.shape) + 1
-    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
-
-
-class DriftEngine:
-    """Stand-in ``EditEngine``: drifts the whole image, paints ``paint`` (a rectangle, its colour taken
-    from the seed) and then, unless ``careless``, restores the untouched pixels as ``Engine`` does."""
-
-    model_id = "drift"
-
-    def __init__(self, paint: tuple[int, int, int, int] = (100, 80, 140, 120), careless: bool = False) -> None:
-        self.paint = paint
-        self.careless = careless
-        self.calls: list[EditRequest] = []
-
-    @property
-    def max_images(self) -> int:
-        return 1
-
-    def edit(
-        self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
-    ) -> EditResult:
-        self.calls.append(request)
-        params, original = request.params, request.images[-1]
-        base = params.seed if params.seed >= 0 else 7
-        outputs = []
-        for k in range(params.num_images):
-            seed = base + k
-            model_input = masks.draw_boxes(original, params.boxes) if params.boxes else original
-            out = drift(model_input, seed=len(self.calls) * 10 + k)
-            x0, y0, x1, y1 = self.paint
-            ImageDraw.Draw(out).rectangle([x0, y0, x1 - 1, y1 - 1], fill=(seed * 37 % 256, 200, 40 + k * 50))
-            if not self.careless:
-                out = self.finish(original, out, params, request.mask)
-            if on_step is not None:
-                on_step(1, 1, 0.0)
-            outputs.append(EditedImage(image=out, seed=seed, metadata={"prompt": params.prompt, "seed": str(seed)}))
-        return EditResult(outputs=tuple(outputs), model=self.model_id)
-
-    @staticmethod
-    def finish(original: Image.Image, out: Image.Image, params: EditParams, mask: Image.Image | None) -> Image.Image:
-        if params.box_mask:
-            mask = masks.boxes_mask(original.size, params.boxes)
-        if mask is not None:
-            em = masks.prepare_edit_mask(mask, original.size, params.mask_grow, params.mask_feather)
-            return masks.composite(original, out, em)
-        if params.preserve == "auto":
-            return masks.preserve_changes(original, out, params.preserve_threshold)[0]
-        return out
+from tests.support.engines import DriftEngine
+from tests.support.images import scene
 
 
 def rect_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:

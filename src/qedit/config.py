@@ -14,8 +14,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from qedit.params import NUM_MAX
-
 DEFAULT_PRICE_PER_IMAGE = 0.0319  # the aggregator's list price, so usage reports read like a bill
 
 
@@ -66,7 +64,6 @@ class Settings(BaseSettings):
         default=False, description="let image URLs and webhooks reach loopback/private/link-local addresses"
     )
     allow_http_urls: bool = Field(default=False, description="dev only: accept http:// image URLs and webhooks")
-    max_prompt_tokens: int = Field(default=2000, ge=1, description="the aggregator's bound (estimated tokens)")
 
     # -- tasks -------------------------------------------------------------------------------------
     dispatch: Literal["embedded", "celery"] = "embedded"
@@ -104,7 +101,3 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qedit.db'}"
-
-    @property
-    def max_outputs(self) -> int:
-        return NUM_MAX

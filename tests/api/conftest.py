@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.server import Server
+from tests.support.server import Server
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.api.receiver import Receiver
-from tests.api.server import png_bytes, wait_status
+from tests.support.images import png_bytes
+from tests.support.receiver import Receiver
+from tests.support.server import wait_status
 
 
 @pytest.fixture

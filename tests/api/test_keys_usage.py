@@ -6,7 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.server import Server, b64, free_port, png_bytes, wait_status
+from tests.support.images import b64, png_bytes
+from tests.support.server import Server, free_port, wait_status
 
 
 def test_usage_counts_images_compute_and_cost(server: Server, client: httpx.Client) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.api.server import ROOT
+from tests.support.server import ROOT
 
 
 def test_concurrent_submissions_are_neither_lost_nor_duplicated() -> None:

@@ -10,7 +10,8 @@ import httpx
 from PIL import Image
 
 from qedit import imageio
-from tests.api.server import Server, b64, data_uri, png_bytes, wait_status
+from tests.support.images import b64, data_uri, png_bytes
+from tests.support.server import Server, wait_status
 
 GREEN = (20, 160, 60)
 

@@ -10,7 +10,8 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.api.server import Server, png_bytes
+from tests.support.images import png_bytes
+from tests.support.server import Server
 
 
 def _sdk(server: Server, key: str) -> openai.OpenAI:

@@ -7,7 +7,8 @@ import sys
 
 import httpx
 
-from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.support.images import b64, png_bytes
+from tests.support.server import Server, wait_status
 
 
 def test_health_ready_and_docs(server: Server) -> None:

@@ -14,7 +14,8 @@ import pytest
 import wavespeed
 from PIL import Image
 
-from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.support.images import b64, png_bytes
+from tests.support.server import Server, wait_status
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.server import b64, png_bytes
+from tests.support.images import b64, png_bytes
 
 OK = b64(png_bytes())
 
@@ -123,7 +123,7 @@ def test_missing_or_wrong_key_is_401(server, client: httpx.Client) -> None:  # t
 
 def test_a_snapshot_dir_model_limits_images_at_submit(tmp_path, tiny_path) -> None:  # type: ignore[no-untyped-def]
     """The served snapshot (tiny: Qwen-Image-Edit, one image) is read at submit, before any model loads."""
-    from tests.api.server import Server
+    from tests.support.server import Server
 
     srv = Server(tmp_path, {"QEDIT_MODEL": str(tiny_path), "QEDIT_AUTH": "none", "QEDIT_WORKERS": "0"})
     try:

@@ -9,7 +9,8 @@ import httpx
 import wavespeed
 from PIL import Image
 
-from tests.api.server import Server, b64, data_uri, png_bytes, wait_status
+from tests.support.images import b64, data_uri, png_bytes
+from tests.support.server import Server, wait_status
 
 RESULT_KEYS = {"id", "model", "outputs", "urls", "has_nsfw_contents", "status", "created_at", "error", "timings"}
 

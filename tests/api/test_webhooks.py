@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.receiver import Receiver
-from tests.api.server import b64, png_bytes, wait_status
+from tests.support.images import b64, png_bytes
+from tests.support.receiver import Receiver
+from tests.support.server import wait_status
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from qedit import imageio
 from qedit.cli import edit_flags, main
 from qedit.errors import InvalidInput
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
-from tests import images as I
+from tests.support import images as I
 
 
 class InvertEngine:

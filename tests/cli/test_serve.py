@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.server import b64, free_port, png_bytes
+from tests.support.images import b64, png_bytes
+from tests.support.server import free_port
 
 
 def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:

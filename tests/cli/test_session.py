@@ -1,6 +1,6 @@
 """``qedit session`` as a user runs it: new, edit (masks, boxes, preserve), log, checkout, undo, export.
 
-Most tests run the command in-process with the drift stand-in engine (``tests.test_sessions``) in
+Most tests run the command in-process with the drift stand-in engine (``tests.support.engines``) in
 place of ``load_engine``; the last runs a real process on the tiny preset, end to end.
 """
 
@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from qedit import masks
 from qedit.cli import edit_flags, main
-from tests.test_sessions import DriftEngine, scene
+from tests.support.engines import DriftEngine
+from tests.support.images import scene
 
 
 @pytest.fixture

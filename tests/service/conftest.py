@@ -1,43 +1,39 @@
 """The task database on both supported backends: SQLite (default) and the Postgres on loopback.
 
-The Postgres store lives in a schema of its own, dropped afterwards; when Postgres is unreachable
-its tests skip, saying so.
+The Postgres store lives in a schema of its own (``tests.support.databases``), dropped afterwards;
+when Postgres is unreachable its tests skip, saying so.
+
+``core`` / ``make_core``: the service's shared parts as ``build_core`` wires them (SQLite in
+``tmp_path``, the instant engine's settings, local http webhooks allowed), for the unit tests of the
+worker, the dispatcher, the webhook sender and the input reader; ``receiver`` a local HTTP server.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qedit.config import Settings
+from qedit.interfaces import webhook_payload
 from qedit.service.database import Database
 from qedit.service.keys import KeyStore
 from qedit.service.outbox import WebhookOutbox
 from qedit.service.tasks import TaskStore
+from qedit.service.wiring import Core, build_core
+from tests.support.databases import postgres_schema_url
+from tests.support.receiver import Receiver
 
-PG_URL = os.environ.get("QEDIT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-def postgres_schema_url() -> Iterator[str]:
-    """A fresh schema on the test Postgres; skips the test when none is reachable."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
-    schema = f"qedit_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as e:
-        pytest.skip(f"Postgres at {PG_URL} is unreachable ({type(e).__name__}); set QEDIT_TEST_POSTGRES")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+DEV_SETTINGS: dict[str, Any] = {
+    "model": "instant",
+    "allow_private_urls": True,  # webhooks and image hosts on 127.0.0.1
+    "allow_http_urls": True,
+    "webhook_backoff": 0,
+    "webhook_timeout": 5,
+    "webhook_retries": 2,
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -65,3 +61,30 @@ def keys(db: Database) -> KeyStore:
 @pytest.fixture
 def outbox(db: Database) -> WebhookOutbox:
     return WebhookOutbox(db)
+
+
+@pytest.fixture
+def make_core(tmp_path: Path) -> Iterator[Callable[..., Core]]:
+    """``make_core(**settings)``: a ``Core`` on ``tmp_path/data`` with ``DEV_SETTINGS`` plus these."""
+    made: list[Core] = []
+
+    def make(**overrides: Any) -> Core:
+        settings = Settings(**{**DEV_SETTINGS, "data_dir": tmp_path / "data", **overrides})
+        made.append(build_core(settings, webhook_payload))
+        return made[-1]
+
+    yield make
+    for core in made:
+        core.db.close()
+
+
+@pytest.fixture
+def core(make_core: Callable[..., Core]) -> Core:
+    return make_core()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.server import Server, b64, png_bytes, wait_status
-from tests.service.conftest import postgres_schema_url
+from tests.support.databases import postgres_schema_url
+from tests.support.images import b64, png_bytes
+from tests.support.server import Server, wait_status
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from qedit.errors import InvalidInput
 from qedit.service import fetch
 from qedit.service.fetch import UrlPolicy, fetch_bytes
-from tests.api.receiver import Receiver
-from tests.api.server import png_bytes
+from tests.support.images import png_bytes
+from tests.support.receiver import Receiver
 
 IMAGE = png_bytes()
 DEV = UrlPolicy(allow_private=True, allow_http=True)

@@ -9,8 +9,9 @@ from pathlib import Path
 from qedit.service.database import Database
 from qedit.service.records import TaskStatus
 from qedit.service.tasks import TaskStore
-from tests.api.receiver import Receiver
-from tests.api.server import Server, b64, png_bytes, wait_status
+from tests.support.images import b64, png_bytes
+from tests.support.receiver import Receiver
+from tests.support.server import Server, wait_status
 from tests.support.tasks import add
 
 

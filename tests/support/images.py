@@ -6,11 +6,12 @@ and returns the encoded file's bytes unless it says otherwise.
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -35,6 +36,40 @@ def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **kwargs)
     return buf.getvalue()
+
+
+def png_bytes(
+    size: tuple[int, int] = (480, 400),
+    colour: tuple[int, int, int] = (20, 160, 60),
+    fmt: str = "PNG",
+    mode: str = "RGB",
+) -> bytes:
+    """A flat image, big enough for the service's default input limits (384-3072 px a side)."""
+    buf = io.BytesIO()
+    Image.new(mode, size, colour if mode == "RGB" else 255).save(buf, fmt)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{b64(data)}"
+
+
+def scene(w: int = 256, h: int = 192, seed: int = 0) -> Image.Image:
+    """An RGB picture with gradients, noise, shapes and text (returns the image, not bytes)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([x / w * 200 + 30, y / h * 180 + 40, (x + y) / (w + h) * 150 + 60], -1)
+    base += rng.normal(0, 6, (h, w, 3))
+    image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(image)
+    d.ellipse([20, 20, 90, 90], fill=(240, 240, 30))
+    d.rectangle([150, 30, 240, 70], fill=(10, 10, 10))
+    d.text((30, 160), "HELLO qedit", fill=(255, 255, 255))
+    return image
 
 
 def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:

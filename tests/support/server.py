@@ -1,13 +1,11 @@
 """A real qedit server for tests: uvicorn on loopback in a subprocess, settings by environment.
 
-Used by tests/api and tests/service. ``Server.kill()`` is a real ``kill -9``; ``restart()`` starts a
-new process on the same data dir and database, as an operator would after a crash.
+Used by tests/api, tests/service and tests/cli. ``Server.kill()`` is a real ``kill -9``; ``restart()``
+starts a new process on the same data dir and database, as an operator would after a crash.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import signal
 import socket
@@ -17,34 +15,14 @@ import time
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def png_bytes(
-    size: tuple[int, int] = (480, 400),
-    colour: tuple[int, int, int] = (20, 160, 60),
-    fmt: str = "PNG",
-    mode: str = "RGB",
-) -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, colour if mode == "RGB" else 255).save(buf, fmt)
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{b64(data)}"
 
 
 class Server:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from qedit.service.records import ACTIVE
 from qedit.service.tasks import TaskStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -25,8 +26,8 @@ class _StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self.store.counts_by_status()
         depth = GaugeMetricFamily("qedit_queue_depth", "tasks waiting or running, by status", labels=["status"])
-        for status in ("created", "processing"):
-            depth.add_metric([status], counts.get(status, 0))
+        for status in ACTIVE:
+            depth.add_metric([status.value], counts.get(status.value, 0))
         yield depth
         tasks = GaugeMetricFamily("qedit_tasks", "tasks in the store, by status", labels=["status"])
         for status, n in sorted(counts.items()):

@@ -24,6 +24,7 @@ from qedit.service.database import Database
 from qedit.service.records import (
     ACTIVE,
     TERMINAL,
+    FailureReason,
     Interface,
     NewTask,
     TaskOutput,
@@ -266,7 +267,7 @@ class TaskStore:
             **extra,
         )
 
-    def fail(self, task_id: str, attempt: int, error: str, reason: str, compute_seconds: float = 0.0) -> bool:
+    def fail(self, task_id: str, attempt: int, error: str, reason: FailureReason, compute_seconds: float = 0.0) -> bool:
         return self._finish(
             task_id,
             attempt,

@@ -23,7 +23,7 @@ from qedit.errors import EditCancelled, QeditError
 from qedit.metadata import history_from_metadata
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
 from qedit.service.metrics import Metrics
-from qedit.service.records import TaskOutput, TaskRecord, WebhookState
+from qedit.service.records import FailureReason, TaskOutput, TaskRecord, WebhookState
 from qedit.service.tasks import TaskStore
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Worker:
             "queue_wait": round(task.queue_wait or 0.0, 4),
         }
 
-    def _fail(self, task: TaskRecord, error: str, reason: str, compute: float) -> None:
+    def _fail(self, task: TaskRecord, error: str, reason: FailureReason, compute: float) -> None:
         if self.tasks.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:
             self.metrics.failures.labels(reason).inc()
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from qedit.api.deps import BaseUrlDep, CallerDep, ServicesDep
+from qedit.api.deps import BaseUrlDep, Caller, CallerDep, ServicesDep
 from qedit.api.submit import Source, get_task, read_upload, submit, wait
 from qedit.errors import InvalidInput
 from qedit.interfaces import native
@@ -20,6 +20,7 @@ from qedit.interfaces.native import EditCreate, EditList, EditOptions, EditTask,
 from qedit.params import validate
 from qedit.service.records import TERMINAL, Interface, TaskRecord, TaskStatus, WebhookState
 from qedit.service.signing import webhook_secret
+from qedit.service.wiring import Services
 
 router = APIRouter(tags=["native"])
 
@@ -41,6 +42,30 @@ async def _answer(services: ServicesDep, task: TaskRecord, sync: bool, response:
     return await run_in_threadpool(_view, services, task)
 
 
+async def _create(
+    services: Services,
+    caller: Caller,
+    base: str,
+    response: Response,
+    options: EditOptions,
+    images: list[Source],
+    mask: Source | None,
+) -> dict:
+    """Both create routes: submit, then 202 with the task (200 with the result when ``sync`` finished)."""
+    task = await submit(
+        services,
+        caller,
+        interface=Interface.NATIVE,
+        params=options.to_params(),
+        images=images,
+        mask=mask,
+        webhook_url=options.webhook_url,
+        options=options.to_options(),
+        base_url=base,
+    )
+    return await _answer(services, task, options.sync, response)
+
+
 @router.post("/v1/edits", response_model=EditTask, status_code=202, summary="Create an edit (JSON)")
 async def create_edit(
     body: EditCreate, services: ServicesDep, caller: CallerDep, base: BaseUrlDep, response: Response
@@ -48,18 +73,7 @@ async def create_edit(
     """Queue an edit; 202 with the task (or 200 with the result when ``sync`` and it finished in time)."""
     images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
     mask = Source(body.mask, "mask") if body.mask is not None else None
-    task = await submit(
-        services,
-        caller,
-        interface=Interface.NATIVE,
-        params=body.to_params(),
-        images=images,
-        mask=mask,
-        webhook_url=body.webhook_url,
-        options=body.to_options(),
-        base_url=base,
-    )
-    return await _answer(services, task, body.sync, response)
+    return await _create(services, caller, base, response, body, images, mask)
 
 
 @router.post("/v1/edits/upload", response_model=EditTask, status_code=202, summary="Create an edit (multipart)")
@@ -82,18 +96,7 @@ async def create_edit_upload(
     limit = services.settings.max_input_bytes
     images = [Source(await read_upload(f, limit, f"image[{i}]"), f"image[{i}]") for i, f in enumerate(image)]
     mask_src = Source(await read_upload(mask, limit, "mask"), "mask") if mask is not None else None
-    task = await submit(
-        services,
-        caller,
-        interface=Interface.NATIVE,
-        params=options.to_params(),
-        images=images,
-        mask=mask_src,
-        webhook_url=options.webhook_url,
-        options=options.to_options(),
-        base_url=base,
-    )
-    return await _answer(services, task, options.sync, response)
+    return await _create(services, caller, base, response, options, images, mask_src)
 
 
 @router.get("/v1/edits/{task_id}", response_model=EditTask, summary="An edit's status and result")

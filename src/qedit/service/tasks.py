@@ -317,7 +317,12 @@ class TaskStore:
         with self.db.transaction() as s:
             res = s.execute(
                 update(TASKS)
-                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.attempt == attempt)
+                .where(
+                    TaskRow.id == task_id,
+                    TaskRow.status == TaskStatus.PROCESSING,
+                    TaskRow.attempt == attempt,
+                    TaskRow.lease_until > 0.0,  # once: a later sweep finds it already released
+                )
                 .values(lease_until=0.0, dispatched_at=None)
             )
             return res.rowcount == 1

@@ -78,10 +78,29 @@ class WebhookSender:
             return None
         task = self.tasks.get(task_id)
         if task is None or not task.webhook_url:
+            self.outbox.move(task_id, WebhookState.NONE)  # nothing to send: not left "sending"
             return None
-        payload = self.body(task, self.storage)
-        body = json.dumps(payload.body, separators=(",", ":")).encode()
         msg_id = f"msg_{task.id}_{task.status}"
+        try:
+            payload = self.body(task, self.storage)
+        except Exception as e:  # e.g. an output file gone from disk: recorded, not retried forever
+            log.exception("webhook %s: cannot build the body", msg_id)
+            self.outbox.record_attempt(
+                task.id,
+                WebhookAttempt(
+                    webhook_id=msg_id,
+                    event=task.status.value,
+                    attempt=1,
+                    at=time.time(),
+                    url=task.webhook_url,
+                    status_code=None,
+                    error=f"cannot build the body: {type(e).__name__}: {e}",
+                    duration_ms=0.0,
+                ),
+            )
+            self.outbox.move(task.id, WebhookState.FAILED)
+            return WebhookState.FAILED
+        body = json.dumps(payload.body, separators=(",", ":")).encode()
         whsec = webhook_secret(self.secret, task.key_id)
         sign = wavespeed_signature if payload.scheme == "wavespeed" else standard_signature
         s = self.settings

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import io
+
 import httpx
 import pytest
+from PIL import Image, ImageDraw
 
 from tests.support.images import b64, png_bytes
 
 OK = b64(png_bytes())
+
+
+def mask_b64(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (480, 400)) -> str:
+    """A black mask of the edited image's size, white (may change) inside ``box``."""
+    mask = Image.new("L", size, 0)
+    if box is not None:
+        ImageDraw.Draw(mask).rectangle(box, fill=255)
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    return b64(buf.getvalue())
+
+
+BOX = {"x0": 10, "y0": 10, "x1": 30, "y1": 30}
 
 # (what is wrong, request body, field named, words the message must contain)
 CASES = [
@@ -34,6 +50,27 @@ CASES = [
         {"prompt": "x", "images": [OK], "mask": b64(png_bytes((512, 512), mode="L"))},
         "mask",
         ["512x512", "480x400"],
+    ),
+    # rules that need the images (qedit.request_check): refused at submit, as the CLI refuses them
+    ("box outside", {"prompt": "x", "images": [OK], "boxes": [{**BOX, "x1": 600}]}, "boxes[0]", ["480", "600"]),
+    ("all-black mask", {"prompt": "x", "images": [OK], "mask": mask_b64(None)}, "mask", ["all black"]),
+    (
+        "mask shrunk away",
+        {"prompt": "x", "images": [OK], "mask": mask_b64((10, 10, 20, 20)), "mask_grow": -20},
+        "mask",
+        ["shrinking by 20"],
+    ),
+    (
+        "mask and box_mask",
+        {"prompt": "x", "images": [OK], "mask": mask_b64((10, 10, 20, 20)), "boxes": [BOX], "box_mask": True},
+        "mask",
+        ["not both"],
+    ),
+    (
+        "box_mask shrunk away",
+        {"prompt": "x", "images": [OK], "boxes": [BOX], "box_mask": True, "mask_grow": -30},
+        "boxes",
+        ["shrinking by 30"],
     ),
     ("http url", {"prompt": "x", "images": ["http://example.com/a.png"]}, "images[0]", ["https", "http"]),
     ("loopback url", {"prompt": "x", "images": ["https://127.0.0.1:9/a.png"]}, "images[0]", ["127.0.0.1"]),

@@ -6,12 +6,14 @@ only HTTP here is one fetch from a local image host.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import pytest
 
 from qedit.errors import InvalidInput
+from qedit.request_check import check_image_count
 from qedit.service.inputs import InputReader
 from qedit.service.instant import InstantEngine
 from qedit.service.records import TaskRecord
@@ -130,13 +132,13 @@ def test_too_many_bytes_are_refused_in_every_form(make_core: Any) -> None:
         assert e.value.field == "images[0]"
 
 
-def test_the_image_count_is_checked(core: Core) -> None:
-    r = reader(core)
-    r.check_count(3)
+def test_the_image_count_is_checked() -> None:
+    """The count rule the submit path applies before reading any source (``request_check``)."""
+    check_image_count(3, max_images=3, model="m")
     with pytest.raises(InvalidInput, match="at least 1 image is needed, got 0"):
-        r.check_count(0)
-    with pytest.raises(InvalidInput, match="at most 3 images allowed, got 4") as e:
-        r.check_count(4)
+        check_image_count(0, max_images=3, model="m")
+    with pytest.raises(InvalidInput, match=re.escape("model m takes at most 3 image(s), got 4")) as e:
+        check_image_count(4, max_images=3, model="m")
     assert e.value.field == "images"
 
 

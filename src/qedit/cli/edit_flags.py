@@ -169,8 +169,8 @@ def load_engine(args: argparse.Namespace) -> EditEngine:
 
 
 def model_reference(args: argparse.Namespace) -> str:
-    """What ``--model`` names, else the loader's default (``$QEDIT_MODEL``, else tiny)."""
-    from qedit.engine.loader import default_model  # torch-free; imported late like all of qedit.engine
+    """What ``--model`` names, else the default (``$QEDIT_MODEL``, else tiny)."""
+    from qedit.models.snapshot import default_model
 
     return getattr(args, "model", None) or default_model()
 
@@ -185,11 +185,12 @@ def load_checked_engine(
 
     The image limit comes from the model's spec without loading it (``spec_of``). A hub id's spec is
     known only from its files: before loading, it is held to the family's largest limit, and to its
-    own once loaded. Errors name the flags.
+    own once loaded (only the count: the rest of the rule does not depend on the model). Errors name
+    the flags.
     """
     from qedit.models.snapshot import spec_of
     from qedit.models.specs import SPECS
-    from qedit.request_check import check_request
+    from qedit.request_check import check_image_count, check_request
 
     model = model_reference(args)
     spec = spec_of(model)
@@ -198,6 +199,5 @@ def load_checked_engine(
         check_request(params, image_sizes, max_images=limit, model=model, mask=mask)
     engine = load_engine(args)
     if spec is None:
-        with errors_name_flags():
-            check_request(params, image_sizes, max_images=engine.max_images, model=engine.model_id)
+        check_image_count(len(image_sizes), max_images=engine.max_images, model=engine.model_id)
     return engine

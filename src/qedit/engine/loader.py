@@ -12,7 +12,6 @@ the 20B transformer in fp32 and casting afterwards exhausts host memory.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,8 +176,3 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
         device=torch.device(dev),
         dtype=torch_dtype,
     )
-
-
-def default_model() -> str:
-    """$QEDIT_MODEL, else the tiny preset (so a fresh install runs without downloading 58 GB)."""
-    return os.environ.get("QEDIT_MODEL", "tiny")

@@ -38,6 +38,7 @@ from qedit.engine.timing import Stopwatch
 from qedit.errors import InvalidInput
 from qedit.metadata import edit_metadata
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
+from qedit.models.snapshot import default_model
 from qedit.models.specs import ModelSpec
 from qedit.params import EditParams, output_seeds
 from qedit.request_check import check_request
@@ -74,7 +75,7 @@ class Engine:
     def load(
         cls, model: str | None = None, device: str | None = None, dtype: str | None = None, spec: str | None = None
     ) -> Engine:
-        return cls(loader.load(model or loader.default_model(), device=device, dtype=dtype, spec=spec))
+        return cls(loader.load(model or default_model(), device=device, dtype=dtype, spec=spec))
 
     @property
     def spec(self) -> ModelSpec:

@@ -8,6 +8,7 @@ before it reads a weight. One answer, here.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ def detect_spec(path: Path) -> ModelSpec:
         f"{path / 'model_index.json'}: _class_name {cls!r} is not a Qwen-Image-Edit pipeline "
         f"({EDIT_CLASS} or {PLUS_CLASS})"
     )
+
+
+def default_model() -> str:
+    """$QEDIT_MODEL, else the tiny preset (so a fresh install runs without downloading 58 GB)."""
+    return os.environ.get("QEDIT_MODEL", "tiny")
 
 
 def spec_of(model: str) -> ModelSpec | None:

@@ -43,11 +43,10 @@ class Limits:
     min_side: int
     max_side: int
     max_bytes: int
-    max_images: int
 
     @classmethod
     def from_settings(cls, s: Settings) -> Limits:
-        return cls(min_side=s.min_side, max_side=s.max_side, max_bytes=s.max_input_bytes, max_images=s.max_images)
+        return cls(min_side=s.min_side, max_side=s.max_side, max_bytes=s.max_input_bytes)
 
 
 class InputReader:
@@ -59,12 +58,6 @@ class InputReader:
         self.timeout = settings.fetch_timeout
         self.tasks = tasks
         self.storage = storage
-
-    def check_count(self, n: int, field: str = "images") -> None:
-        if n < 1:
-            raise InvalidInput("at least 1 image is needed, got 0", field=field)
-        if n > self.limits.max_images:
-            raise InvalidInput(f"at most {self.limits.max_images} images allowed, got {n}", field=field)
 
     def from_string(self, source: str, field: str, key_id: object = ANY_KEY, *, mask: bool = False) -> ImageInput:
         """URL, data URI, base64 or task reference -> a validated input."""

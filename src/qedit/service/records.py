@@ -27,10 +27,6 @@ class TaskStatus(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
 
 ACTIVE = (TaskStatus.CREATED, TaskStatus.PROCESSING)
 TERMINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)

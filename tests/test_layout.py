@@ -19,7 +19,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "qedit"
 TESTS = Path(__file__).resolve().parent
 TORCH = ("torch", "torchvision", "diffusers", "transformers", "accelerate")
-CORE = ("models", "params.py", "request_check.py", "masks.py", "errors.py", "config.py", "metadata.py", "files.py")
+CORE = (
+    "models", "params.py", "request_check.py", "masks.py", "errors.py", "config.py", "metadata.py", "files.py",
+    "loras", "netfetch.py",
+)  # fmt: skip
 
 
 def imports(path: Path) -> set[str]:

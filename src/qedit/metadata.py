@@ -22,10 +22,20 @@ def edit_metadata(
     model: str,
     history: tuple[dict, ...] = (),
     parent: str | None = None,
+    loras: tuple[dict, ...] = (),
 ) -> dict[str, str]:
-    """Flat strings for the file's text chunks; ``params`` (JSON) re-runs the edit exactly."""
-    update = {"seed": seed, "num_inference_steps": steps, "true_cfg_scale": cfg, "num_images": 1}
+    """Flat strings for the file's text chunks; ``params`` (JSON) re-runs the edit exactly.
+
+    ``loras`` are the adapters that ran, each ``{name, sha256, scale}`` (the Lightning LoRA of a
+    ``fast`` edit among them), so a re-run can check it has the very same files.
+    """
+    # fast fixes steps and cfg itself: recording them too would make the params a conflict
+    update = {"seed": seed, "num_images": 1}
+    if params.fast is None:
+        update |= {"num_inference_steps": steps, "true_cfg_scale": cfg}
     step = {"model": model, **params.model_copy(update=update).model_dump(mode="json")}
+    if loras:
+        step["lora_files"] = list(loras)
     meta = {
         "prompt": params.prompt,
         "negative_prompt": params.negative_prompt,
@@ -40,6 +50,10 @@ def edit_metadata(
     }
     if parent:
         meta["parent"] = parent
+    if loras:
+        meta["loras"] = json.dumps(list(loras), ensure_ascii=False)
+    if params.fast is not None:
+        meta["fast"] = str(params.fast)
     return meta
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from qedit.errors import InvalidInput
+from qedit.loras.spec import MAX_LORAS, LoraSpec
 
 SEED_MAX = 2_147_483_647
 SIZE_MIN, SIZE_MAX = 256, 1536
@@ -96,6 +97,11 @@ class EditParams(BaseModel):
     preserve_threshold: float = Field(default=6.0, gt=0.0, le=100.0, description="CIELAB ΔE counted as change")
     boxes: tuple[Box, ...] = ()
     box_mask: bool = False
+    # adapters and few-step editing (issue 9)
+    loras: tuple[LoraSpec, ...] = Field(default=(), max_length=MAX_LORAS, description="0-3 LoRAs {path, scale}")
+    fast: Literal[4, 8] | None = Field(
+        default=None, description="Lightning: 4 or 8 steps, true CFG off (needs the variant's Lightning LoRA)"
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -110,6 +116,19 @@ class EditParams(BaseModel):
         """A field rule (``boxes`` is validated first), so every interface's error names ``box_mask``."""
         if v and not info.data.get("boxes"):
             raise ValueError("box_mask needs at least one box in boxes")
+        return v
+
+    @field_validator("fast")
+    @classmethod
+    def _fast_sets_steps_and_cfg(cls, v: int | None, info: ValidationInfo) -> int | None:
+        """Lightning was distilled for its step count without CFG: other values are refused, not mixed."""
+        if v is None:
+            return v
+        steps, cfg = info.data.get("num_inference_steps"), info.data.get("true_cfg_scale")
+        if steps is not None and steps != v:
+            raise ValueError(f"conflicts with num_inference_steps={steps} (fast={v} runs {v} steps; leave it unset)")
+        if cfg is not None and cfg != 1.0:
+            raise ValueError(f"conflicts with true_cfg_scale={cfg:g} (fast runs without true CFG; leave it unset)")
         return v
 
 

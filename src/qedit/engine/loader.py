@@ -19,6 +19,7 @@ from typing import Any
 from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
 from qedit.errors import ModelLoadError
+from qedit.loras import lightning
 from qedit.models.snapshot import detect_spec, read_json
 from qedit.models.specs import SPECS, ModelSpec, get_spec
 
@@ -55,6 +56,7 @@ class Components:
     scheduler_config: dict[str, Any]  # a fresh scheduler is built per edit: schedulers hold state
     device: Any  # torch.device
     dtype: Any  # torch.dtype
+    lightning_steps: int | None = None  # a snapshot with a Lightning LoRA fused in: its step count
 
 
 def pick_device(device: str | None = None) -> str:
@@ -146,6 +148,9 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
+    fused = lightning.fused_steps(path, read_json(path / "model_index.json"), scheduler_config)
+    if fused is not None:
+        log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)
     log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)
     try:
         transformer = QwenImageTransformer2DModel.from_pretrained(path / "transformer", dtype=torch_dtype)
@@ -175,4 +180,5 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
         scheduler_config=scheduler_config,
         device=torch.device(dev),
         dtype=torch_dtype,
+        lightning_steps=fused,
     )

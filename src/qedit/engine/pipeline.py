@@ -1,6 +1,8 @@
 """``Engine.edit``: the stages in order (the ``# N`` comments in ``Engine.edit``).
 
-    1. plan        parameters -> defaults from the model spec, one seed per output; prompt lengths
+    1. plan        parameters -> defaults from the model spec, one seed per output; prompt lengths;
+                   LoRAs resolved to files, the fast (Lightning) recipe, the adapters switched on
+                   (``adapters``)
     2. inputs      the request checked against its images; boxes drawn on the model's input; the
                    edit mask (user mask or boxes)
     3. prepare     sizes and tensors (``preprocess``, with ``geometry``)
@@ -27,6 +29,7 @@ from PIL import Image
 
 from qedit import masks
 from qedit.engine import loader
+from qedit.engine.adapters import ActiveLora, Adapters
 from qedit.engine.decode import decode
 from qedit.engine.denoise import DenoiseInputs, LatentMask, denoise
 from qedit.engine.encode import Conditioning, check_prompt_length, encode_conditioning, encode_reference
@@ -36,6 +39,8 @@ from qedit.engine.postprocess import finish
 from qedit.engine.preprocess import Prepared, prepare
 from qedit.engine.timing import Stopwatch
 from qedit.errors import InvalidInput
+from qedit.loras import lightning
+from qedit.loras.options import LoraOptions
 from qedit.metadata import edit_metadata
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.models.snapshot import default_model
@@ -46,12 +51,14 @@ from qedit.request_check import check_request
 
 @dataclasses.dataclass(frozen=True)
 class EditPlan:
-    """Stage 1's output: every default filled in, one seed per output."""
+    """Stage 1's output: every default filled in, one seed per output, the adapters to run."""
 
     params: EditParams
     steps: int
     cfg: float
     seeds: tuple[int, ...]
+    loras: tuple[ActiveLora, ...] = ()
+    scheduler_config: dict | None = None  # None: the snapshot's own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +75,25 @@ class References:
 class Engine:
     """A loaded model that edits. Thread-compatible: one edit at a time per instance."""
 
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, loras: LoraOptions | None = None) -> None:
         self.components = components
+        self.lora_options = loras or LoraOptions.operator()
+        self.adapters = Adapters(
+            components.transformer,
+            max_loaded=self.lora_options.max_loaded,
+            max_bytes=self.lora_options.max_loaded_bytes,
+        )
 
     @classmethod
     def load(
-        cls, model: str | None = None, device: str | None = None, dtype: str | None = None, spec: str | None = None
+        cls,
+        model: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        spec: str | None = None,
+        loras: LoraOptions | None = None,
     ) -> Engine:
-        return cls(loader.load(model or default_model(), device=device, dtype=dtype, spec=spec))
+        return cls(loader.load(model or default_model(), device=device, dtype=dtype, spec=spec), loras)
 
     @property
     def spec(self) -> ModelSpec:
@@ -89,6 +107,11 @@ class Engine:
     def max_images(self) -> int:
         return self.spec.max_images
 
+    @property
+    def lightning_dirs(self) -> tuple:
+        """Where ``fast`` looks for the variant's Lightning files: the snapshot's, then the configured."""
+        return lightning.search_dirs(self.components.path, self.lora_options.lightning_dirs)
+
     # -- the stages -------------------------------------------------------------------------
 
     def plan(self, params: EditParams) -> EditPlan:
@@ -96,11 +119,32 @@ class Engine:
         check_prompt_length(self.components, params.prompt)
         check_prompt_length(self.components, params.negative_prompt, field="negative_prompt")
         seeds = output_seeds(params.seed, params.num_images)
+        store = self.lora_options.store
+        loras = [
+            ActiveLora(store.resolve(spec.path, f"loras[{i}]"), spec.scale, f"loras[{i}]")
+            for i, spec in enumerate(params.loras)
+        ]
+        steps = params.num_inference_steps or self.spec.default_steps
+        cfg = params.true_cfg_scale if params.true_cfg_scale is not None else self.spec.default_cfg
+        scheduler_config = None
+        fused = self.components.lightning_steps
+        if params.fast is not None or fused is not None:
+            if params.fast is not None and fused is not None and params.fast != fused:
+                raise InvalidInput(
+                    f"{self.model_id} has the {fused}-step Lightning LoRA fused in; fast={params.fast} needs the "
+                    "base model",
+                    field="fast",
+                )
+            if params.fast is not None and fused is None:
+                file = lightning.find(self.spec.lightning, params.fast, self.lightning_dirs)
+                if file is None:
+                    raise lightning.missing(self.spec.lightning, params.fast, self.lightning_dirs)
+                loras.insert(0, ActiveLora(store.trusted(file, "fast"), 1.0, "fast"))
+            steps = params.fast or params.num_inference_steps or fused or steps
+            cfg = params.true_cfg_scale if params.true_cfg_scale is not None else lightning.CFG
+            scheduler_config = lightning.scheduler_config(self.components.scheduler_config)
         return EditPlan(
-            params=params,
-            steps=params.num_inference_steps or self.spec.default_steps,
-            cfg=params.true_cfg_scale if params.true_cfg_scale is not None else self.spec.default_cfg,
-            seeds=seeds,
+            params=params, steps=steps, cfg=cfg, seeds=seeds, loras=tuple(loras), scheduler_config=scheduler_config
         )
 
     def model_inputs(self, request: EditRequest) -> tuple[tuple[Image.Image, ...], masks.EditMask | None]:
@@ -164,7 +208,7 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> torch.Tensor:
         c = self.components
-        scheduler = make_scheduler(c.scheduler_config, plan.steps)
+        scheduler = make_scheduler(plan.scheduler_config or c.scheduler_config, plan.steps)
         start_noise = noise(seed, prepared.working, c.device, conditioning.positive.embeds.dtype)
         ts = timesteps(scheduler, plan.steps, start_noise.shape[1], c.device)
         latents = start_noise
@@ -200,6 +244,7 @@ class Engine:
         watch = Stopwatch()
         params = request.params
         plan = self.plan(params)  # 1
+        self.adapters.activate(plan.loras)
         images, edit_mask = self.model_inputs(request)  # 2
         prepared = self.prepare(request, images)  # 3
         watch.lap("preprocess")
@@ -234,6 +279,7 @@ class Engine:
                 model=self.model_id,
                 history=request.history,
                 parent=request.parent,
+                loras=tuple(a.record() for a in plan.loras),
             )
             outputs.append(EditedImage(image=image, seed=seed, metadata=meta))
             watch.lap("postprocess")

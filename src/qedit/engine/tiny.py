@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from qedit.engine.hf import quiet_libraries
+from qedit.engine.tiny_loras import write_tiny_loras
 from qedit.errors import InvalidInput
-from qedit.models.specs import EDIT_CLASS, PLUS_CLASS
+from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, get_spec
 
 VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS)}
 
@@ -234,8 +235,12 @@ def build_components(variant: str = "edit") -> dict:
     }
 
 
-def write_tiny_snapshot(directory: str | Path, variant: str = "edit") -> Path:
-    """Write the snapshot atomically: build in a sibling temp dir, then rename into place."""
+def write_tiny_snapshot(directory: str | Path, variant: str = "edit", *, with_loras: bool = False) -> Path:
+    """Write the snapshot atomically: build in a sibling temp dir, then rename into place.
+
+    ``with_loras``: also sample LoRAs in each key format and the variant's Lightning files
+    (``tiny_loras``), so ``--lora`` and ``--fast`` can be tried on it.
+    """
     from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
 
     quiet_libraries()
@@ -252,6 +257,8 @@ def write_tiny_snapshot(directory: str | Path, variant: str = "edit") -> Path:
         index = json.loads(index_path.read_text())
         index["_qedit_spec"] = spec_name  # keys starting with "_" are ignored by diffusers
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        if with_loras:
+            write_tiny_loras(tmp, get_spec(spec_name).lightning)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -268,9 +275,12 @@ def cache_dir() -> Path:
 
 
 def ensure_tiny(spec_name: str) -> Path:
-    """The cached snapshot for ``tiny`` or ``tiny-plus``, built once (seconds) on first use."""
+    """The cached snapshot for ``tiny`` or ``tiny-plus``, built once (seconds) on first use, with its
+    sample LoRAs and Lightning files (added to a snapshot cached before they existed)."""
     variant = next(v for v, (name, _) in VARIANTS.items() if name == spec_name)
     path = cache_dir() / "models" / spec_name
     if not (path / "model_index.json").is_file():
-        write_tiny_snapshot(path, variant)
+        write_tiny_snapshot(path, variant, with_loras=True)
+    elif not (path / "lightning").is_dir():
+        write_tiny_loras(path, get_spec(spec_name).lightning)
     return path

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qedit.interfaces.common import SizeText, edit_params, output_urls
+from qedit.netfetch import MAX_URL_CHARS
 from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams
-from qedit.service.fetch import MAX_URL_CHARS
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
 from qedit.service.storage import LocalStorage
 

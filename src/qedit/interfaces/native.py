@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from qedit.errors import InvalidInput
 from qedit.interfaces.common import iso, ms, output_b64, output_urls
+from qedit.netfetch import MAX_URL_CHARS
 from qedit.params import EditParams, parse_size
-from qedit.service.fetch import MAX_URL_CHARS
 from qedit.service.outbox import WebhookAttempt
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus, WebhookState
 from qedit.service.storage import LocalStorage

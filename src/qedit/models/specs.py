@@ -41,6 +41,7 @@ class ModelSpec:
     condition_area: int | None  # pixels of each reference at the VL encoder; None = same image as the VAE's
     picture_labels: bool  # "Picture i: " before each image's vision tokens (plus variants)
     max_prompt_tokens: int  # instruction tokens accepted; longer is an error, never a silent cut
+    lightning: str  # the family name in the Lightning LoRA files (``{lightning}-Lightning-8steps-...``)
     zero_cond_t: bool = False  # 2511: reference tokens modulated at t = 0
     hub_id: str | None = None
     tiny: bool = False
@@ -65,6 +66,7 @@ SPECS: dict[str, ModelSpec] = {
     for s in (
         ModelSpec(
             name="qwen-image-edit",
+            lightning="Qwen-Image-Edit",
             pipeline_class=EDIT_CLASS,
             description="Qwen-Image-Edit (2025-08): one image",
             max_images=1,
@@ -78,6 +80,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="qwen-image-edit-2509",
+            lightning="Qwen-Image-Edit-2509",
             pipeline_class=PLUS_CLASS,
             description="Qwen-Image-Edit-2509: 1-3 images (the Qwen team suggests 40 steps)",
             max_images=3,
@@ -91,6 +94,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="qwen-image-edit-2511",
+            lightning="Qwen-Image-Edit-2511",
             pipeline_class=PLUS_CLASS,
             description="Qwen-Image-Edit-2511: 1-3 images, references modulated as clean (zero_cond_t)",
             max_images=3,
@@ -105,6 +109,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="tiny",
+            lightning="Qwen-Image-Edit",
             pipeline_class=EDIT_CLASS,
             description="random tiny model of the Qwen-Image-Edit architecture (noise-like output; for tests)",
             max_images=1,
@@ -118,6 +123,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="tiny-plus",
+            lightning="Qwen-Image-Edit-2509",
             pipeline_class=PLUS_CLASS,
             description="random tiny model of the Qwen-Image-Edit-2509 architecture (1-3 images; for tests)",
             max_images=3,

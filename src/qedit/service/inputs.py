@@ -17,7 +17,7 @@ from PIL import Image
 
 from qedit.config import Settings
 from qedit.errors import InvalidInput, QeditError
-from qedit.service.fetch import UrlPolicy, fetch_bytes
+from qedit.netfetch import UrlPolicy, fetch_bytes
 from qedit.service.records import TaskStatus
 from qedit.service.storage import LocalStorage
 from qedit.service.tasks import ANY_KEY, TaskStore

@@ -20,7 +20,7 @@ import httpx
 
 from qedit.config import Settings
 from qedit.errors import InvalidInput
-from qedit.service.fetch import BlockedAddress, UrlPolicy, check_url, guarded_client
+from qedit.netfetch import BlockedAddress, UrlPolicy, check_url, guarded_client
 from qedit.service.outbox import WebhookAttempt, WebhookOutbox
 from qedit.service.records import TaskRecord, WebhookState
 from qedit.service.signing import standard_signature, wavespeed_signature, webhook_secret

@@ -26,7 +26,7 @@ from qedit.interfaces.wavespeed import (
     WaveSpeedEdit,
     WaveSpeedEditPlus,
 )
-from qedit.service.fetch import MAX_URL_CHARS
+from qedit.netfetch import MAX_URL_CHARS
 from qedit.service.records import TERMINAL, Interface
 from qedit.service.signing import webhook_secret
 

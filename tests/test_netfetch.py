@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from qedit import netfetch as fetch
 from qedit.errors import InvalidInput
-from qedit.service import fetch
-from qedit.service.fetch import UrlPolicy, fetch_bytes
+from qedit.netfetch import UrlPolicy, fetch_bytes
 from tests.support.images import png_bytes
 from tests.support.receiver import Receiver
 

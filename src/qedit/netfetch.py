@@ -1,4 +1,4 @@
-"""SSRF-safe outbound HTTP: image downloads and webhook deliveries.
+"""SSRF-safe outbound HTTP: image and LoRA downloads, webhook deliveries.
 
 A URL given by a client must not make the server talk to itself or to its private network. Checking
 the host name is not enough (DNS can point anywhere, and change between check and use), so the
@@ -14,7 +14,8 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -149,9 +150,13 @@ def guarded_client(policy: UrlPolicy, timeout: float) -> httpx.Client:
     )
 
 
-def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, field: str) -> bytes:
-    """GET an image: every hop checked, at most ``max_bytes`` read, ``timeout`` seconds in all."""
-    deadline = time.monotonic() + timeout
+@contextmanager
+def open_url(url: str, *, policy: UrlPolicy, timeout: float, field: str) -> Iterator[httpx.Response]:
+    """A GET's 200 response, streaming: every redirect hop checked, errors as ``InvalidInput``.
+
+    The caller reads the body (``iter_bytes``) within the ``with``; network failures while it reads
+    are turned into ``InvalidInput`` naming ``field`` too.
+    """
     current = url
     with guarded_client(policy, timeout) as client:
         for _ in range(MAX_REDIRECTS + 1):
@@ -166,20 +171,8 @@ def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, 
                         continue
                     if r.status_code != 200:
                         raise InvalidInput(f"fetching {current[:200]} answered HTTP {r.status_code}", field=field)
-                    declared = r.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise InvalidInput(f"image is {int(declared)} bytes, at most {max_bytes} allowed", field=field)
-                    chunks, size = [], 0
-                    for chunk in r.iter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise InvalidInput(
-                                f"image is more than {max_bytes} bytes, at most {max_bytes} allowed", field=field
-                            )
-                        if time.monotonic() > deadline:
-                            raise InvalidInput(f"fetching {current[:200]} took more than {timeout:g} s", field=field)
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    yield r
+                    return
             except BlockedAddress as e:
                 raise InvalidInput(f"{e} ({current[:200]})", field=field) from None
             except httpx.TimeoutException:
@@ -187,3 +180,29 @@ def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, 
             except httpx.HTTPError as e:
                 raise InvalidInput(f"fetching {current[:200]} failed: {e}", field=field) from None
     raise InvalidInput(f"more than {MAX_REDIRECTS} redirects from {url[:200]}", field=field)
+
+
+def stream_capped(
+    r: httpx.Response, *, max_bytes: int, deadline: float, timeout: float, field: str, what: str = "file"
+) -> Iterator[bytes]:
+    """The body's chunks; more than ``max_bytes`` or past ``deadline`` is an error naming ``field``."""
+    declared = r.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise InvalidInput(f"{what} is {int(declared)} bytes, at most {max_bytes} allowed", field=field)
+    size = 0
+    for chunk in r.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise InvalidInput(f"{what} is more than {max_bytes} bytes, at most {max_bytes} allowed", field=field)
+        if time.monotonic() > deadline:
+            raise InvalidInput(f"fetching {str(r.url)[:200]} took more than {timeout:g} s", field=field)
+        yield chunk
+
+
+def fetch_bytes(url: str, *, policy: UrlPolicy, max_bytes: int, timeout: float, field: str) -> bytes:
+    """GET an image: every hop checked, at most ``max_bytes`` read, ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    with open_url(url, policy=policy, timeout=timeout, field=field) as r:
+        return b"".join(
+            stream_capped(r, max_bytes=max_bytes, deadline=deadline, timeout=timeout, field=field, what="image")
+        )

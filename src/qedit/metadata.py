@@ -34,8 +34,7 @@ def edit_metadata(
     if params.fast is None:
         update |= {"num_inference_steps": steps, "true_cfg_scale": cfg}
     step = {"model": model, **params.model_copy(update=update).model_dump(mode="json")}
-    if loras:
-        step["lora_files"] = list(loras)
+    link = {**step, "lora_files": list(loras)} if loras else step  # the chain also says which files ran
     meta = {
         "prompt": params.prompt,
         "negative_prompt": params.negative_prompt,
@@ -46,7 +45,7 @@ def edit_metadata(
         "model": model,
         "engine": f"qedit {__version__}",
         "params": json.dumps(step, ensure_ascii=False),
-        "chain": json.dumps([*history, step], ensure_ascii=False),
+        "chain": json.dumps([*history, link], ensure_ascii=False),
     }
     if parent:
         meta["parent"] = parent

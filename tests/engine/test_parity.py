@@ -5,73 +5,26 @@ to within 1/255 (they agree exactly on CPU in fp32)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from qedit.engine.geometry import resize
 from qedit.engine.pipeline import Engine
-from qedit.models.protocol import EditRequest
-from qedit.models.specs import MP
-from qedit.params import EditParams
-
-TOLERANCE = 1  # in 8-bit levels: 1/255
-
-
-def _noise_image(w: int, h: int, seed: int) -> Image.Image:
-    """Smooth random colour fields: structure for the encoders, not flat colour."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(2, h // 32), max(2, w // 32), 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
-
-
-def _reference_engine(path: Path, condition_area: int | None) -> Engine:
-    """The tiny model at the reference's areas, so both pipelines see the same sizes."""
-    components = Engine.load(str(path)).components
-    spec = dataclasses.replace(components.spec, vae_area=MP, condition_area=condition_area)
-    return Engine(dataclasses.replace(components, spec=spec))
-
-
-def _max_diff(ours: Image.Image, theirs: Image.Image) -> int:
-    assert ours.size == theirs.size
-    return int(np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(theirs, dtype=np.int16)).max())
-
-
-def _run_both(engine: Engine, pipe, images: list[Image.Image], **kw) -> tuple[Image.Image, Image.Image]:
-    params = EditParams(
-        prompt=kw["prompt"],
-        negative_prompt=kw["negative"],
-        true_cfg_scale=kw["cfg"],
-        num_inference_steps=kw["steps"],
-        seed=kw["seed"],
-        fit="reference",
-    )
-    ours = engine.edit(EditRequest(params=params, images=tuple(images))).outputs[0].image
-    theirs = pipe(
-        image=images if engine.spec.is_plus else images[0],
-        prompt=kw["prompt"],
-        negative_prompt=kw["negative"],
-        true_cfg_scale=kw["cfg"],
-        num_inference_steps=kw["steps"],
-        generator=torch.Generator().manual_seed(kw["seed"]),
-    ).images[0]
-    return ours, theirs
+from tests.support.parity import TOLERANCE, max_diff, noise_image, reference_engine, run_both
 
 
 def test_edit_v1_matches_diffusers(tiny_path: Path) -> None:
     from diffusers import QwenImageEditPipeline
 
-    engine = _reference_engine(tiny_path, None)
+    engine = reference_engine(tiny_path, None)
     pipe = QwenImageEditPipeline.from_pretrained(tiny_path, dtype=torch.float32)
     # 1184x896 is a fixed point of the reference's sizing: no resize on either side of the model
-    image = _noise_image(1184, 896, 0)
-    ours, theirs = _run_both(
+    image = noise_image(1184, 896, 0)
+    ours, theirs = run_both(
         engine,
         pipe,
         [image],
@@ -82,35 +35,35 @@ def test_edit_v1_matches_diffusers(tiny_path: Path) -> None:
         seed=7,
     )
     assert theirs.size == (1184, 896)
-    assert _max_diff(ours, theirs) <= TOLERANCE
+    assert max_diff(ours, theirs) <= TOLERANCE
 
 
 @pytest.mark.parametrize("n_images", [1, 2, 3])
 def test_edit_plus_matches_diffusers(tiny_plus_path: Path, n_images: int) -> None:
     from diffusers import QwenImageEditPlusPipeline
 
-    engine = _reference_engine(tiny_plus_path, 384 * 384)
+    engine = reference_engine(tiny_plus_path, 384 * 384)
     pipe = QwenImageEditPlusPipeline.from_pretrained(tiny_plus_path, dtype=torch.float32)
     sizes = [(300, 200), (200, 260), (1184, 896)][-n_images:]  # the last sets the output size
-    images = [_noise_image(w, h, i) for i, (w, h) in enumerate(sizes)]
+    images = [noise_image(w, h, i) for i, (w, h) in enumerate(sizes)]
     cfg = 1.0 if n_images == 1 else 2.5  # 1.0: the conditional branch only
-    ours, theirs = _run_both(
+    ours, theirs = run_both(
         engine, pipe, images, prompt="Put the hat of picture 1 on the cat", negative="blurry", cfg=cfg, steps=2, seed=3
     )
-    assert _max_diff(ours, theirs) <= TOLERANCE
+    assert max_diff(ours, theirs) <= TOLERANCE
 
 
 def test_edit_v1_resized_back_to_input_size(tiny_path: Path) -> None:
     """For an input that is not a fixed point, ours is the reference's output brought back to the input size."""
     from diffusers import QwenImageEditPipeline
 
-    engine = _reference_engine(tiny_path, None)
+    engine = reference_engine(tiny_path, None)
     pipe = QwenImageEditPipeline.from_pretrained(tiny_path, dtype=torch.float32)
-    image = _noise_image(1000, 700, 1)
-    ours, theirs = _run_both(engine, pipe, [image], prompt="make it blue", negative=" ", cfg=4.0, steps=2, seed=1)
+    image = noise_image(1000, 700, 1)
+    ours, theirs = run_both(engine, pipe, [image], prompt="make it blue", negative=" ", cfg=4.0, steps=2, seed=1)
     assert ours.size == (1000, 700)
     assert theirs.size != ours.size
-    assert _max_diff(ours, resize(theirs, ours.size)) <= TOLERANCE
+    assert max_diff(ours, resize(theirs, ours.size)) <= TOLERANCE
 
 
 def test_2511_detected_and_matches_diffusers(tiny_plus_path: Path, tmp_path: Path) -> None:
@@ -130,8 +83,6 @@ def test_2511_detected_and_matches_diffusers(tiny_plus_path: Path, tmp_path: Pat
     assert engine.spec.name == "qwen-image-edit-2511"
     assert engine.components.transformer.config.zero_cond_t is True
     pipe = QwenImageEditPlusPipeline.from_pretrained(snap, dtype=torch.float32)
-    images = [_noise_image(1184, 896, 5)]
-    ours, theirs = _run_both(
-        engine, pipe, images, prompt="turn the car around", negative=" ", cfg=4.0, steps=2, seed=11
-    )
-    assert _max_diff(ours, theirs) <= TOLERANCE
+    images = [noise_image(1184, 896, 5)]
+    ours, theirs = run_both(engine, pipe, images, prompt="turn the car around", negative=" ", cfg=4.0, steps=2, seed=11)
+    assert max_diff(ours, theirs) <= TOLERANCE

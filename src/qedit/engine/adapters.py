@@ -186,7 +186,9 @@ class Adapters:
 
     def _discard(self, name: str) -> None:
         if name in getattr(self.transformer, "peft_config", {}):
-            self.transformer.delete_adapters(name)
+            with warnings.catch_warnings():  # peft says which adapter it activates instead: _apply decides
+                warnings.filterwarnings("ignore", message=".*was active which is now deleted.*")
+                self.transformer.delete_adapters(name)
 
 
 def _reason(e: Exception) -> str:

@@ -148,7 +148,7 @@ def test_hub_loras_come_from_huggingface_hubs_cache(tmp_path: Path, tiny_path: P
     assert store.check("someorg/styles/ink.safetensors", "loras[0]").format == "diffsynth"
     lora = store.resolve("someorg/styles/ink.safetensors", "loras[0]")
     assert lora.file.read_bytes() == (snap / "ink.safetensors").read_bytes() and lora.name == "ink"
-    with pytest.raises(InvalidInput, match="someorg/styles/missing.safetensors") as e:
+    with pytest.raises(InvalidInput, match=r"someorg/styles/missing\.safetensors") as e:
         store.resolve("someorg/styles/missing.safetensors", "loras[0]")
     assert e.value.field == "loras[0]"
 

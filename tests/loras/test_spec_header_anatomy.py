@@ -85,7 +85,7 @@ def test_every_format_reads_as_the_same_modules(fmt: str, tiny_path: Path, tmp_p
 
 def test_files_that_are_not_loras_are_named(tmp_path: Path) -> None:
     weights = save_lora({"transformer_blocks.0.attn.to_q.weight": torch.zeros(4, 4)}, tmp_path / "w.safetensors")
-    with pytest.raises(InvalidInput, match="w.safetensors is not a LoRA") as e:
+    with pytest.raises(InvalidInput, match=r"w\.safetensors is not a LoRA") as e:
         analyse(read_header(weights, "loras[0]"), str(weights), "loras[0]")
     assert e.value.field == "loras[0]"
     half = save_lora({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 4)}, tmp_path / "h.safetensors")

@@ -68,7 +68,22 @@ class _Loaded:
 
 
 class Adapters:
-    """The transformer's adapters. Not thread-safe: the engine runs one edit at a time."""
+    """The transformer's adapters. Not thread-safe: the engine runs one edit at a time.
+
+    One registry per transformer (``Adapters.of``): two engines sharing a transformer (a benchmark,
+    a test at other sizes) must see the same loaded adapters, or the second would load a name the
+    first already holds.
+    """
+
+    @classmethod
+    def of(cls, transformer: Any, *, max_loaded: int, max_bytes: int) -> Adapters:
+        existing = transformer.__dict__.get("_qedit_adapters")
+        if isinstance(existing, cls):
+            existing.max_loaded, existing.max_bytes = max(1, max_loaded), max_bytes
+            return existing
+        adapters = cls(transformer, max_loaded=max_loaded, max_bytes=max_bytes)
+        transformer.__dict__["_qedit_adapters"] = adapters
+        return adapters
 
     def __init__(self, transformer: Any, *, max_loaded: int, max_bytes: int) -> None:
         self.transformer = transformer

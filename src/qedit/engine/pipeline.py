@@ -78,7 +78,7 @@ class Engine:
     def __init__(self, components: Components, loras: LoraOptions | None = None) -> None:
         self.components = components
         self.lora_options = loras or LoraOptions.operator()
-        self.adapters = Adapters(
+        self.adapters = Adapters.of(
             components.transformer,
             max_loaded=self.lora_options.max_loaded,
             max_bytes=self.lora_options.max_loaded_bytes,

@@ -172,13 +172,13 @@ def test_lightning_files_are_found_per_variant_newest_bf16_first(tmp_path: Path)
     assert lightning.find("Qwen-Image-Edit", 8, dirs, hub_cache=False).name == names[1]
 
 
-def test_fused_lightning_snapshots_are_recognised(tmp_path: Path) -> None:
+def test_fused_lightning_snapshots_are_recognised() -> None:
     plain = {"base_shift": 0.5, "max_shift": 0.9, "shift_terminal": 0.02}
     recipe = {"base_shift": math.log(3), "max_shift": math.log(3), "shift_terminal": None}
-    assert lightning.fused_steps(tmp_path / "Qwen-Image-Edit-2509", {}, plain) is None
-    assert lightning.fused_steps(tmp_path / "Qwen-Image-Edit-2509-Lightning-4steps", {}, plain) == 4
-    assert lightning.fused_steps(tmp_path / "edit-fast", {}, recipe) == 8
-    assert lightning.fused_steps(tmp_path / "whatever", {"_qedit_lightning_steps": 4}, plain) == 4
+    assert lightning.fused_steps("Qwen/Qwen-Image-Edit-2509 0123abc", {}, plain) is None
+    assert lightning.fused_steps("someone/Qwen-Image-Edit-2509-Lightning-4steps 0123abc", {}, plain) == 4
+    assert lightning.fused_steps("/models/edit-fast", {}, recipe) == 8
+    assert lightning.fused_steps("/models/whatever", {"_qedit_lightning_steps": 4}, plain) == 4
 
 
 def test_lightning_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -148,7 +148,8 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
-    fused = lightning.fused_steps(path, read_json(path / "model_index.json"), scheduler_config)
+    name = f"{model_id} {path.resolve().name}"
+    fused = lightning.fused_steps(name, read_json(path / "model_index.json"), scheduler_config)
     if fused is not None:
         log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)
     log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)

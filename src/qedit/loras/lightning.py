@@ -120,12 +120,15 @@ def is_lightning_scheduler(config: dict[str, Any]) -> bool:
     return shifts and not config.get("shift_terminal")
 
 
-def fused_steps(snapshot: Path, index: dict[str, Any], scheduler: dict[str, Any]) -> int | None:
-    """The step count of a snapshot with a Lightning LoRA fused in; None for an ordinary snapshot."""
+def fused_steps(name: str, index: dict[str, Any], scheduler: dict[str, Any]) -> int | None:
+    """The step count of a snapshot with a Lightning LoRA fused in; None for an ordinary snapshot.
+
+    ``name`` is what the snapshot is called: its folder, or the hub id it came from (a hub cache
+    folder is named by commit).
+    """
     marked = index.get("_qedit_lightning_steps")
     if isinstance(marked, int) and marked > 0:
         return marked
-    name = snapshot.resolve().name
     if "lightning" not in name.lower() and not is_lightning_scheduler(scheduler):
         return None
     m = _STEPS_IN_NAME.search(name)

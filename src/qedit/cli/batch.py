@@ -16,12 +16,15 @@ Output names: ``OUT_DIR/<stem>.<ext>`` (``<stem>_<i>.<ext>`` with ``--num`` > 1)
 ``--format`` as typed (default png). Inputs sharing a stem in one folder (``a.jpg``, ``a.png``) get
 ``<stem>_<their extension>`` so neither overwrites the other. ``--recursive`` mirrors sub-folders.
 With a fixed ``--seed`` every file uses that seed (so each output is reproducible alone); with -1 each
-edit draws its own, recorded in the output's metadata.
+edit draws its own, recorded in the output's metadata. ``--lora`` and ``--fast`` apply to every file
+(a batch is one instruction over a folder, so there is no per-file parameter); their files are
+checked before anything loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qedit.cli import edit_flags
+from qedit.cli import edit_flags, lora_flags
 from qedit.errors import InvalidInput
 from qedit.params import EditParams
 
@@ -145,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         where = f"{in_dir} or its sub-folders" if args.recursive else str(in_dir)
         raise InvalidInput(f"no images (jpg, jpeg, png, webp, bmp, tiff) in {where}", field="IN_DIR")
+    with edit_flags.errors_name_flags():
+        lora_flags.check_before_load(edit_flags.model_reference(args), params)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -152,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan(in_dir, out_dir, files, ext, params.num_images)
     report = Report(ignored=ignored)
     try:
-        process(jobs, params, fmt, lambda: edit_flags.load_engine(args), report, progress=not args.quiet)
+        with edit_flags.errors_name_flags():
+            process(jobs, params, fmt, lambda: edit_flags.load_engine(args), report, progress=not args.quiet)
     except KeyboardInterrupt:
         print_summary(report, interrupted=True)
         raise
@@ -180,6 +186,9 @@ def process(
     report.skipped.extend(j for j in jobs if j.done)
     if report.skipped:
         _say(f"skipping {len(report.skipped)} already edited (outputs exist)", progress, sys.stderr)
+    adapters = lora_flags.describe(params)
+    if adapters and todo:
+        _say(f"editing with {adapters}", progress, sys.stderr)
     engine: EditEngine | None = None
     files_bar = tqdm(
         total=len(todo),
@@ -208,7 +217,7 @@ def process(
                     partial(engine.edit, request), progress=progress, desc=f"  {job.name}", leave=False, position=1
                 )
             except InvalidInput as e:
-                if (e.field or "").split(".")[0] in EditParams.model_fields:
+                if re.split(r"[.\[]", e.field or "")[0] in EditParams.model_fields:
                     raise  # a parameter problem fails every file alike: stop now (exit 2)
                 _fail(report, job, e.message, progress)
                 files_bar.update(1)

@@ -1,8 +1,9 @@
 """``qedit edit IMAGE [IMAGE ...] -p TEXT -o OUT``: one edit, straight through the engine.
 
 The model loads once per call; a progress bar shows step n/N, it/s and ETA; Ctrl-C cancels
-between steps and writes nothing. When the input is itself a qedit output, its chain of edits is
-carried into the new file's metadata.
+between steps and writes nothing. With ``--lora``/``--fast`` the bar says so, and a line per adapter
+that ran (with its sha256, as recorded in the output's metadata) follows the outputs. When the input
+is itself a qedit output, its chain of edits is carried into the new file's metadata.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from qedit.cli import appearance, edit_flags
+from qedit.cli import appearance, edit_flags, lora_flags
 from qedit.cli.progress import run_edit
 from qedit.errors import InvalidInput
 
@@ -53,8 +54,17 @@ def run(args: argparse.Namespace) -> int:
     history = history_from_metadata(imageio.read_metadata(args.images[-1]))
     engine = edit_flags.load_checked_engine(args, params, [image.size for image in images], mask)
     request = EditRequest(params=params, images=images, mask=mask, parent=str(args.images[-1]), history=history)
-    result = run_edit(partial(engine.edit, request), progress=not args.quiet, cancelled="cancelled; nothing written")
+    adapters = lora_flags.describe(params)
+    with edit_flags.errors_name_flags():  # a LoRA the engine refuses names --lora[i], as before loading
+        result = run_edit(
+            partial(engine.edit, request),
+            progress=not args.quiet,
+            desc=f"denoising ({adapters})" if adapters else "denoising",
+            cancelled="cancelled; nothing written",
+        )
     for out, path in zip(result.outputs, output_paths(args.output, len(result.outputs)), strict=True):
         imageio.save_image(out.image, path, fmt, out.metadata)
         print(f"{path}  seed {out.seed}  {out.image.size[0]}x{out.image.size[1]}")
+    for line in lora_flags.summary_lines(result.outputs[0].metadata, params) if result.outputs else ():
+        print(line)
     return 0

@@ -6,8 +6,9 @@ that runs an edit.
 commands. Flags left unset are not passed on: ``EditParams`` and the model spec keep the only copy
 of the defaults and of the range checks. Extra ``EditParams`` fields that belong to another flag
 group (the appearance flags in ``qedit.cli.appearance``) come in through ``params_from_args``'s
-keyword arguments. Every error about a request field names the flag the user typed (``FLAG_NAMES``,
-applied by ``errors_name_flags``), whichever layer raised it.
+keyword arguments; ``--lora`` and ``--fast`` are ``qedit.cli.lora_flags``'. Every error about a
+request field names the flag the user typed (``FLAG_NAMES``, applied by ``errors_name_flags``),
+whichever layer raised it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from qedit.cli import flags_given
+from qedit.cli import flags_given, lora_flags
 from qedit.errors import InvalidInput
 from qedit.params import EditParams, parse_size, validate
 
@@ -44,6 +45,8 @@ FLAG_NAMES: dict[str, str] = {
     "preserve_threshold": "--preserve-threshold",
     "boxes": "--box",
     "box_mask": "--box-mask",
+    "loras": "--lora",
+    "fast": "--fast",
 }
 """Request field (``EditParams``' and the mask) -> the flag a user typed, so an error names what they can fix."""
 
@@ -108,6 +111,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, output_format: bool =
         choices=("exact", "reference"),
         help="exact (default): no shift or zoom; reference: diffusers' stretching resize",
     )
+    lora_flags.add_lora_arguments(g)
     if output_format:
         g.add_argument("--format", choices=FORMATS, help="output format (default: from the output name, else png)")
     m = parser.add_argument_group("model")
@@ -130,7 +134,11 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
     before any model loads.
     """
     with errors_name_flags():
-        data: dict[str, Any] = {"prompt": args.prompt, **flags_given(args, _PARAM_FLAGS)}
+        data: dict[str, Any] = {
+            "prompt": args.prompt,
+            **flags_given(args, _PARAM_FLAGS),
+            **lora_flags.lora_fields(args),
+        }
         size = getattr(args, "size", None)
         if size is not None:
             data["size"] = parse_size(size)
@@ -185,8 +193,9 @@ def load_checked_engine(
 
     The image limit comes from the model's spec without loading it (``spec_of``). A hub id's spec is
     known only from its files: before loading, it is held to the family's largest limit, and to its
-    own once loaded (only the count: the rest of the rule does not depend on the model). Errors name
-    the flags.
+    own once loaded (only the count: the rest of the rule does not depend on the model). The LoRAs'
+    headers and ``--fast``'s Lightning file are checked here too (``lora_flags.check_before_load``),
+    so a typo costs milliseconds, not a model load. Errors name the flags.
     """
     from qedit.models.snapshot import spec_of
     from qedit.models.specs import SPECS
@@ -197,6 +206,7 @@ def load_checked_engine(
     limit = spec.max_images if spec is not None else max(s.max_images for s in SPECS.values())
     with errors_name_flags():
         check_request(params, image_sizes, max_images=limit, model=model, mask=mask)
+        lora_flags.check_before_load(model, params)
     engine = load_engine(args)
     if spec is None:
         check_image_count(len(image_sizes), max_images=engine.max_images, model=engine.model_id)

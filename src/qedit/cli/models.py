@@ -1,4 +1,10 @@
-"""``qedit models``: the known specs and the snapshots found on this machine."""
+"""``qedit models``: the known specs and the snapshots found on this machine, and for each the
+Lightning files ``--fast`` would use (or where to put them).
+
+``--fast`` fails, by design, when the variant's Lightning LoRA is missing; this listing is where a
+user finds out beforehand which files are in place, and the exact name and URL of the ones that are
+not. A snapshot with Lightning fused in needs none and is marked so.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +65,43 @@ def search_roots(extra: list[str]) -> list[Path]:
     return roots
 
 
+def lightning_lines(family: str, dirs: tuple[Path, ...]) -> list[str]:
+    """One line per step count: the file ``--fast`` would use, or which file to get and where to put it."""
+    from qedit.loras import lightning
+
+    found = lightning.available(family, dirs)
+    repo, folder = lightning.HUB.get(family, ("lightx2v/Qwen-Image-Lightning", ""))
+    where = dirs[-1] if dirs else Path("lightning")
+    return [
+        f"--fast {steps}: {found[steps]}"
+        if steps in found
+        else f"--fast {steps}: missing; download {folder}{lightning.file_name(family, steps)} "
+        f"from https://huggingface.co/{repo} into {where}"
+        for steps in lightning.STEPS
+    ]
+
+
+def snapshot_lightning(path: Path, family: str, dirs: tuple[Path, ...]) -> list[str]:
+    """A snapshot's Lightning state: fused in, or the files found for it (its own lightning/ first)."""
+    from qedit.errors import QeditError
+    from qedit.loras import lightning
+    from qedit.models.snapshot import read_json
+
+    try:
+        fused = lightning.fused_steps(
+            f"{path} {path.name}",  # as the loader names it when given this path
+            read_json(path / "model_index.json"),
+            read_json(path / "scheduler" / "scheduler_config.json"),
+        )
+    except QeditError:
+        fused = None
+    if fused is not None:
+        return [f"Lightning fused in: runs {fused} steps without CFG (--fast {fused} or no --fast)"]
+    return lightning_lines(family, lightning.search_dirs(path, dirs))
+
+
 def run(args: argparse.Namespace) -> int:
+    from qedit.loras import lightning
     from qedit.models.specs import SPECS
 
     print("Specs:")
@@ -68,8 +110,18 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {spec.name:22} {images:10} steps {spec.default_steps:<3} cfg {spec.default_cfg:<4g} {spec.description}"
         )
+    dirs = lightning.default_dirs()
+    print(
+        f"Lightning LoRAs (--fast), looked for in a snapshot's lightning/, {', '.join(map(str, dirs))}, the hub cache:"
+    )
+    for spec in SPECS.values():
+        if not spec.tiny:  # the tiny presets carry their own, listed with their snapshots
+            for i, line in enumerate(lightning_lines(spec.lightning, dirs)):
+                print(f"  {spec.name if i == 0 else '':22} {line}")
     snapshots = find_snapshots(search_roots(args.path))
     print("Snapshots found:" if snapshots else "Snapshots found: none (real weights: see README, 'Real weights')")
     for path, name in snapshots:
         print(f"  {name:22} {path}")
+        for line in snapshot_lightning(path, SPECS[name].lightning, dirs):
+            print(f"  {'':22}   {line}")
     return 0

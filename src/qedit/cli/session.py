@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qedit.cli import appearance, edit_flags, progress
+from qedit.cli import appearance, edit_flags, lora_flags, progress
 
 if TYPE_CHECKING:
     from qedit.sessions import EditSession, Step
@@ -80,12 +80,19 @@ def run_edit(args: argparse.Namespace) -> int:
     mask, fields = appearance.appearance_from_args(args)
     params = edit_flags.params_from_args(args, **fields)
     engine = edit_flags.load_checked_engine(args, params, [session.step(session.head).size], mask)
-    steps = progress.run_edit(
-        partial(edit, session, engine, params, mask), progress=not args.quiet, cancelled="cancelled; nothing recorded"
-    )
+    adapters = lora_flags.describe(params)
+    with edit_flags.errors_name_flags():
+        steps = progress.run_edit(
+            partial(edit, session, engine, params, mask),
+            progress=not args.quiet,
+            desc=f"denoising ({adapters})" if adapters else "denoising",
+            cancelled="cancelled; nothing recorded",
+        )
     for step in steps:
         mark = "*" if step.index == session.head else " "
         print(f"{mark} step {step.index} (from {step.parent})  seed {step.seed}  {session.path(step.image)}")
+    if adapters:
+        print(f"  with {adapters}")
     return 0
 
 

@@ -1,8 +1,17 @@
-"""``qedit tiny-model DIR``: write the tiny random snapshot (what ``--model tiny`` caches)."""
+"""``qedit tiny-model DIR``: write the tiny random snapshot (what ``--model tiny`` caches).
+
+``--with-loras`` adds sample LoRAs in every key format and the variant's Lightning files, so that
+``--lora`` and ``--fast`` can be tried end to end without downloading anything; the command prints
+what it wrote and an edit to run with them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
+
+DEMO_IMAGE = Path("examples") / "shop.png"  # in a checkout of the repository
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +28,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="edit",
         help="edit: like Qwen-Image-Edit (1 image); plus: like 2509 (1-3 images)",
     )
+    p.add_argument(
+        "--with-loras",
+        action="store_true",
+        help="also write sample LoRAs (loras/style-<format>.safetensors, one per key format) and the "
+        "variant's Lightning files (lightning/), for trying --lora and --fast",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from qedit.engine.tiny import write_tiny_snapshot
 
-    path = write_tiny_snapshot(args.dir, args.variant)
+    path = write_tiny_snapshot(args.dir, args.variant, with_loras=args.with_loras)
     print(f"wrote tiny-{args.variant} snapshot to {path} (load it with --model {path})")
+    if args.with_loras:
+        files = sorted((*(path / "loras").glob("*.safetensors"), *(path / "lightning").glob("*.safetensors")))
+        for file in files:
+            print(f"  {file}")
+        image = shlex.quote(str(DEMO_IMAGE if DEMO_IMAGE.is_file() else Path("photo.png")))
+        model, lora = shlex.quote(str(path)), shlex.quote(f"{path / 'loras' / 'style-kohya.safetensors'}")
+        print("try:")
+        print(f'  qedit edit {image} -p "make it brighter" -o out.png --model {model} --lora {lora}:0.8 --fast 8')
+        print(f"  qedit lora inspect {lora} --model {model}")
     return 0

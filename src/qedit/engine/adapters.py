@@ -46,7 +46,10 @@ class ActiveLora:
 
     def record(self) -> dict[str, Any]:
         """What an output's metadata says about it."""
-        return {"name": self.lora.name, "sha256": self.lora.sha256, "scale": self.scale}
+        record: dict[str, Any] = {"name": self.lora.name, "sha256": self.lora.sha256, "scale": self.scale}
+        if self.field == "fast":
+            record["lightning"] = True  # put there by fast mode, not asked for in loras
+        return record
 
 
 def adapter_name(lora: ResolvedLora) -> str:

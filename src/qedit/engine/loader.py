@@ -148,7 +148,7 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
-    name = f"{model_id} {path.resolve().name}"
+    name = path.resolve().name if Path(model_id).expanduser().is_dir() else f"{model_id} {path.resolve().name}"
     fused = lightning.fused_steps(name, read_json(path / "model_index.json"), scheduler_config)
     if fused is not None:
         log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)

@@ -101,7 +101,7 @@ def missing(family: str, steps: int, dirs: tuple[Path, ...]) -> InvalidInput:
     repo, folder = HUB.get(family, ("lightx2v/Qwen-Image-Lightning", ""))
     where = dirs[-1] if dirs else Path("lightning")
     return InvalidInput(
-        f"fast={steps} needs the {steps}-step Lightning LoRA for {family}: download {folder}{file_name(family, steps)} "
+        f"needs the {steps}-step Lightning LoRA for {family}: download {folder}{file_name(family, steps)} "
         f"from https://huggingface.co/{repo} into {where} (or set QEDIT_LIGHTNING_DIR); "
         f"looked in {', '.join(str(d) for d in dirs) or 'no folder'}",
         field="fast",

@@ -156,7 +156,8 @@ def locate(given: str, policy: LoraPolicy, field: str) -> Source:
         return Source("local", given, path=file)
     where = "" if policy.any_local else f" in {', '.join(str(d) for d in policy.local_dirs) or 'any LoRA folder'}"
     hub = _HUB.match(given)
-    if hub and not given.startswith((".", "/", "~")):
+    one_file = given.count("/") == 1 and given.endswith(".safetensors")  # dir/file, not a repo id
+    if hub and not one_file and not given.startswith((".", "/", "~")):
         if policy.hub_allowed(hub["repo"]):
             return Source("hub", given, repo_id=hub["repo"], filename=hub["file"])
         raise InvalidInput(

@@ -1,0 +1,224 @@
+"""``--lora SOURCE[:SCALE]`` (repeatable) and ``--fast {4,8}``: defined once for every command that
+runs an edit, and checked before the model loads.
+
+Loading a real model takes minutes and 58 GB of reads; a LoRA path with a typo should fail in
+milliseconds. So ``check_before_load`` reads each LoRA's safetensors header (no tensors) through the
+store and allow-list the engine itself uses (``LoraOptions.operator()``), holds its shapes against
+the model's ``transformer/config.json`` when the snapshot is already on disk, and for ``--fast``
+looks for the variant's Lightning file exactly where the engine will. What cannot be seen without a
+download (a hub model not fetched yet) is left to the engine, which applies the same rules after
+loading; its errors name ``loras[i]`` / ``fast`` and reach the user as ``--lora[i]`` / ``--fast``
+(``edit_flags.FLAG_NAMES``).
+
+Everything here is torch-free: the checks run before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qedit.errors import InvalidInput, QeditError
+from qedit.loras import lightning
+from qedit.loras.spec import MAX_LORAS, SCALE_MAX, SCALE_MIN, LoraSpec
+
+if TYPE_CHECKING:
+    from qedit.loras.options import LoraOptions
+    from qedit.params import EditParams
+
+
+def add_lora_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--lora",
+        action="append",
+        metavar="SOURCE[:SCALE]",
+        help=f"apply a LoRA (repeatable, at most {MAX_LORAS}): a .safetensors file or folder, a hub repo "
+        f"(owner/repo[/file.safetensors]) or an https URL; SCALE {SCALE_MIN:g} to {SCALE_MAX:g}, default 1. "
+        "Formats: diffusers, PEFT, DiffSynth, kohya, lightx2v, ComfyUI",
+    )
+    group.add_argument(
+        "--fast",
+        type=int,
+        choices=lightning.STEPS,
+        help="Lightning few-step editing: 4 or 8 steps without true CFG (sets --steps and --cfg itself; "
+        "needs the variant's Lightning LoRA: see `qedit models`)",
+    )
+
+
+def lora_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """``loras`` and ``fast`` as ``EditParams`` fields (only those the user gave).
+
+    The count and a ``--fast`` that contradicts ``--steps``/``--cfg`` are refused here, in flag terms,
+    rather than in the parameter model's field names.
+    """
+    texts: list[str] = getattr(args, "lora", None) or []
+    fields: dict[str, Any] = {}
+    if len(texts) > MAX_LORAS:
+        raise InvalidInput(f"at most {MAX_LORAS} LoRAs per edit, got {len(texts)}", field="loras")
+    if texts:
+        fields["loras"] = tuple(LoraSpec.parse(text, f"loras[{i}]") for i, text in enumerate(texts))
+    fast = getattr(args, "fast", None)
+    if fast is not None:
+        steps, cfg = getattr(args, "steps", None), getattr(args, "cfg", None)
+        if steps is not None and steps != fast:
+            raise InvalidInput(f"runs {fast} steps itself; leave --steps unset (got --steps {steps})", field="fast")
+        if cfg is not None and cfg != lightning.CFG:
+            raise InvalidInput(f"runs without true CFG (cfg 1); leave --cfg unset (got --cfg {cfg:g})", field="fast")
+        fields["fast"] = fast
+    return fields
+
+
+# -- the model's files, without loading it ---------------------------------------------------------
+
+
+def local_snapshot(model: str) -> Path | None:
+    """The snapshot directory ``model`` names, if it is on disk already; nothing is written or fetched.
+
+    Mirrors ``qedit.engine.loader.locate``: the tiny presets live in the qedit cache, a directory is
+    itself, a spec name or hub id is looked up in huggingface_hub's cache.
+    """
+    from qedit.loras.options import user_cache_dir
+    from qedit.models.specs import SPECS
+
+    path: Path | None
+    if model in SPECS and SPECS[model].tiny:
+        path = user_cache_dir() / "models" / model
+    elif Path(model).expanduser().is_dir():
+        path = Path(model).expanduser()
+    else:
+        hub_id = SPECS[model].hub_id if model in SPECS else model
+        if not hub_id or "/" not in hub_id or model.startswith((".", "/", "~")):
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(hub_id, "model_index.json")
+        except Exception:  # a malformed id: the loader says what is wrong with it
+            return None
+        path = Path(cached).parent if isinstance(cached, str) else None
+    return path if path is not None and (path / "model_index.json").is_file() else None
+
+
+def transformer_config(snapshot: Path | None) -> dict[str, Any] | None:
+    """The snapshot's ``transformer/config.json`` (the shapes a LoRA must fit), None if unreadable."""
+    if snapshot is None:
+        return None
+    try:
+        data = json.loads((snapshot / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def refuse_missing_local(given: str, field: str) -> None:
+    """``loras/styel.safetensors`` is a local path with a typo, not a hub repo of that name: say so now
+    instead of asking the hub (seconds of retries, or a hang offline). A hub *file* has a repo before
+    it (``owner/repo/file.safetensors``) and is left to the hub unless its folder is on disk."""
+    text = given.strip()
+    if text.startswith(("http://", "https://", "hf://")) or not text.endswith(".safetensors"):
+        return
+    path = Path(text).expanduser()
+    if not path.exists() and (path.parent.is_dir() or text.count("/") <= 1):
+        raise InvalidInput(f"no LoRA file {given}", field=field)
+
+
+def check_before_load(model: str, params: EditParams, options: LoraOptions | None = None) -> None:
+    """The LoRAs (allowed, a LoRA, of the model's shapes) and ``--fast``'s Lightning file, before loading.
+
+    Errors name ``loras[i]`` or ``fast`` (the callers turn those into flag names).
+    """
+    if not params.loras and params.fast is None:
+        return
+    from qedit.loras.options import LoraOptions
+
+    options = options or LoraOptions.operator()
+    snapshot = local_snapshot(model)
+    config = transformer_config(snapshot)
+    for i, spec in enumerate(params.loras):
+        field = f"loras[{i}]"
+        refuse_missing_local(spec.path, field)
+        options.store.check(spec.path, field, config)
+    if params.fast is not None and snapshot is not None:
+        check_fast(model, snapshot, params.fast, options.lightning_dirs)
+
+
+def snapshot_name(model: str, snapshot: Path) -> str:
+    """What ``lightning.fused_steps`` reads a fused snapshot's step count from, as the loader builds it:
+    the model id (a real spec's hub id) and the snapshot folder's name."""
+    from qedit.models.specs import SPECS
+
+    spec = SPECS.get(model)
+    model_id = spec.hub_id if spec is not None and not spec.tiny and spec.hub_id else model
+    return f"{model_id} {snapshot.resolve().name}"
+
+
+def check_fast(model: str, snapshot: Path, fast: int, lightning_dirs: tuple[Path, ...]) -> None:
+    """The Lightning file ``fast`` needs is where the engine will look, or the snapshot has it fused in.
+
+    A snapshot that cannot be read is left to the loader, whose message names the broken file.
+    """
+    from qedit.models.snapshot import detect_spec, read_json
+
+    try:
+        spec = detect_spec(snapshot)
+        index = read_json(snapshot / "model_index.json")
+        scheduler = read_json(snapshot / "scheduler" / "scheduler_config.json")
+    except QeditError:
+        return
+    fused = lightning.fused_steps(snapshot_name(model, snapshot), index, scheduler)
+    if fused is not None:
+        if fused != fast:
+            raise InvalidInput(
+                f"{snapshot} has the {fused}-step Lightning LoRA fused in; --fast {fast} needs the base model",
+                field="fast",
+            )
+        return
+    dirs = lightning.search_dirs(snapshot, lightning_dirs)
+    if lightning.find(spec.lightning, fast, dirs) is None:
+        raise lightning.missing(spec.lightning, fast, dirs)
+
+
+# -- what the user is told -------------------------------------------------------------------------
+
+
+def describe(params: EditParams) -> str:
+    """``fast 8, LoRA style x0.8``: what the edit adds to the model, for progress bars ('' if nothing)."""
+    parts = [f"fast {params.fast}"] if params.fast is not None else []
+    parts += [f"LoRA {_short_name(spec.path)} x{spec.scale:g}" for spec in params.loras]
+    return ", ".join(parts)
+
+
+def _short_name(source: str) -> str:
+    return Path(source.rstrip("/")).stem or source
+
+
+def summary_lines(metadata: dict[str, str], params: EditParams) -> list[str]:
+    """What ran, from an output's metadata: the fast recipe and each LoRA with its sha256.
+
+    The engine records every adapter that ran; the one ``fast`` brought is marked ``lightning``
+    (a snapshot with Lightning fused in brings none).
+    """
+    try:
+        ran = json.loads(metadata.get("loras", "[]"))
+    except json.JSONDecodeError:
+        ran = []
+    ran = [r for r in ran if isinstance(r, dict)] if isinstance(ran, list) else []
+    lines = []
+    lightning = [r for r in ran if r.get("lightning")]
+    if params.fast is not None:
+        how = f"Lightning {_adapter(lightning[0], scale=False)}" if lightning else "Lightning fused into the model"
+        lines.append(
+            f"fast {params.fast}: {metadata.get('steps', params.fast)} steps, cfg {metadata.get('cfg', 1)}, {how}"
+        )
+    for record in ran:
+        if not record.get("lightning"):
+            lines.append(f"LoRA {_adapter(record)}")
+    return lines
+
+
+def _adapter(record: dict[str, Any], *, scale: bool = True) -> str:
+    value = record.get("scale")
+    shown = f" x{value:g}" if scale and isinstance(value, (int, float)) else ""
+    return f"{record.get('name', '?')}{shown} (sha256 {str(record.get('sha256', '?'))[:12]})"

@@ -209,3 +209,13 @@ def test_a_cancelled_edit_writes_nothing_and_exits_130(
     assert main(["edit", str(photo), "-p", "x", "-o", str(out), "--model", "tiny", "-q"]) == 130
     assert capsys.readouterr().err == "qedit edit: cancelled; nothing written\n"
     assert not out.exists()
+
+
+def test_without_o_the_output_goes_beside_the_input_and_never_overwrites(photo: Path, tmp_path: Path) -> None:
+    src = tmp_path / "holiday.jpg"
+    src.write_bytes(photo.read_bytes())
+    for name in ("holiday-edited.png", "holiday-edited-2.png"):
+        r = qedit("edit", str(src), "-p", "make it warmer", "--model", "tiny", "--steps", "1", "-q")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(str(tmp_path / name)) and (tmp_path / name).is_file()
+    assert imageio.read_metadata(tmp_path / "holiday-edited.png")["prompt"] == "make it warmer"

@@ -26,7 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="input image(s): jpg, jpeg, png, webp, bmp, tiff")
     p.add_argument("-p", "--prompt", required=True, help="the instruction (English, Chinese or mixed)")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output file (.png, .jpg, .webp)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file (.png, .jpg, .webp); default: IMAGE-edited.png beside the edited image, never "
+        "overwriting (-edited-2, -3, ...)",
+    )
     edit_flags.add_edit_arguments(p)
     appearance.add_appearance_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -40,15 +46,30 @@ def output_paths(output: Path, n: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(n)]
 
 
+def default_output(image: Path, fmt: str | None, n: int) -> Path:
+    """``photo-edited.png`` beside ``photo.jpg`` (PNG keeps every pixel and the metadata), or the next
+    free ``photo-edited-2.png``, ... : a default never overwrites."""
+    from qedit import imageio
+
+    ext = {"jpeg": ".jpg", "webp": ".webp"}.get(imageio.normalise_format(fmt) if fmt else "png", ".png")
+    for k in range(1, 10_000):
+        candidate = image.with_name(f"{image.stem}-edited{'' if k == 1 else f'-{k}'}{ext}")
+        if not any(path.exists() for path in output_paths(candidate, n)):
+            return candidate
+    raise InvalidInput(f"no free output name beside {image}; give -o", field="output")
+
+
 def run(args: argparse.Namespace) -> int:
     from qedit import imageio
     from qedit.metadata import history_from_metadata
     from qedit.models.protocol import EditRequest
 
-    fmt = edit_flags.output_format(args)
     images = tuple(imageio.load_image(path, field=f"image[{i}]") for i, path in enumerate(args.images))
     mask, appearance_fields = appearance.appearance_from_args(args)
     params = edit_flags.params_from_args(args, **appearance_fields)
+    if args.output is None:
+        args.output = default_output(Path(args.images[-1]), getattr(args, "format", None), params.num_images)
+    fmt = edit_flags.output_format(args)
     if not args.output.parent.is_dir():
         raise InvalidInput(f"directory {args.output.parent} does not exist", field="output")
     history = history_from_metadata(imageio.read_metadata(args.images[-1]))

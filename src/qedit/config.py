@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PRICE_PER_IMAGE = 0.0319  # the aggregator's list price, so usage reports read like a bill
+GIB = 1024**3
 
 
 def _default_data_dir() -> Path:
@@ -25,7 +26,8 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob of ``qedit serve`` and ``qedit worker``; env var = ``QEDIT_`` + upper-case name."""
 
-    model_config = SettingsConfigDict(env_prefix="QEDIT_", extra="ignore")
+    # populate_by_name: fields with an env alias (lightning_dirs) still take their own name as a keyword
+    model_config = SettingsConfigDict(env_prefix="QEDIT_", extra="ignore", populate_by_name=True)
 
     # -- the engine -------------------------------------------------------------------------------
     model: str = Field(
@@ -65,6 +67,32 @@ class Settings(BaseSettings):
     )
     allow_http_urls: bool = Field(default=False, description="dev only: accept http:// image URLs and webhooks")
 
+    # -- LoRAs (docs/service.md#loras): what a request may name, and what a worker keeps loaded ---------
+    lora_dirs: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        description="folders whose .safetensors files requests may name (comma-separated); "
+        "default: data_dir/loras; empty: none",
+    )
+    lora_hub_orgs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hub organisations LoRAs may come from (comma-separated; * = any)"
+    )
+    lora_url_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts LoRA URLs may point at (comma-separated; .example.com = its subdomains; * = any)",
+    )
+    lora_max_bytes: int = Field(default=4 * GIB, ge=1024, description="largest LoRA file accepted")
+    lora_cache_dir: Path | None = Field(
+        default=None, description="where LoRAs downloaded from URLs are kept; default: data_dir/lora-cache"
+    )
+    lora_loaded_max: int = Field(default=8, ge=1, le=256, description="adapters a worker keeps on its model (LRU)")
+    lora_loaded_max_bytes: int = Field(default=4 * GIB, ge=0, description="and their bytes at most")
+    lightning_dirs: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        validation_alias=AliasChoices("QEDIT_LIGHTNING_DIRS", "QEDIT_LIGHTNING_DIR"),
+        description="folders with the Lightning LoRAs of `fast` (after the snapshot's own lightning/); "
+        "default: data_dir/lightning",
+    )
+
     # -- tasks -------------------------------------------------------------------------------------
     dispatch: Literal["embedded", "celery"] = "embedded"
     workers: int = Field(default=1, ge=0, le=64, description="in-process worker threads (embedded); 0 = API only")
@@ -92,10 +120,33 @@ class Settings(BaseSettings):
     )
     max_concurrent_tasks: int = Field(default=8, ge=1, description="queued+running per key (keys may override)")
 
+    @field_validator("lora_hub_orgs", "lora_url_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        """``a,b`` from the environment."""
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("lora_dirs", "lightning_dirs", mode="before")
+    @classmethod
+    def _folders(cls, v: Any) -> Any:
+        """``a,b`` from the environment, or ``a:b`` as ``PATH`` (and ``QEDIT_LIGHTNING_DIR``) are written."""
+        return [p.strip() for p in v.replace(os.pathsep, ",").split(",") if p.strip()] if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _sides(self) -> Settings:
         if self.min_side > self.max_side:
             raise ValueError(f"min_side {self.min_side} > max_side {self.max_side}")
+        return self
+
+    @model_validator(mode="after")
+    def _data_dir_defaults(self) -> Settings:
+        """Defaults that live under ``data_dir``, which is itself a setting."""
+        if self.lora_dirs is None:
+            self.lora_dirs = [self.data_dir / "loras"]
+        if self.lora_cache_dir is None:
+            self.lora_cache_dir = self.data_dir / "lora-cache"
+        if self.lightning_dirs is None:
+            self.lightning_dirs = [self.data_dir / "lightning"]
         return self
 
     @property

@@ -20,6 +20,9 @@ def test_health_ready_and_docs(server: Server) -> None:
     for path in (
         "/api/v3/wavespeed-ai/qwen-image/edit",
         "/api/v3/wavespeed-ai/qwen-image/edit-plus",
+        "/api/v3/wavespeed-ai/qwen-image/edit-lora",
+        "/api/v3/wavespeed-ai/qwen-image/edit-plus-lora",
+        "/api/v3/wavespeed-ai/qwen-image/edit-2511-lora",
         "/api/v3/predictions/{task_id}/result",
         "/api/v3/predictions",
         "/v1/images/generations",
@@ -34,6 +37,10 @@ def test_health_ready_and_docs(server: Server) -> None:
     assert (seed["minimum"], seed["maximum"]) == (-1, 2147483647)
     steps = spec["components"]["schemas"]["EditCreate"]["properties"]["num_inference_steps"]
     assert "maximum" in str(steps)
+    loras = spec["components"]["schemas"]["WaveSpeedEditLora"]["properties"]["loras"]
+    assert loras["maxItems"] == 3 and "LoRA folder" in loras["description"]
+    scale = spec["components"]["schemas"]["LoraSpec"]["properties"]["scale"]
+    assert (scale["minimum"], scale["maximum"]) == (-4, 4)
 
 
 def test_metrics_show_queue_latency_and_failures(server: Server, client: httpx.Client) -> None:

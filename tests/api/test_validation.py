@@ -72,6 +72,10 @@ CASES = [
         "boxes",
         ["shrinking by 30"],
     ),
+    # LoRAs: by default only files in the server's LoRA folder (tests/api/test_loras.py has the rest)
+    ("lora outside", {"prompt": "x", "images": [OK], "loras": [{"path": "/etc/passwd"}]}, "loras[0]", ["outside"]),
+    ("lora hub", {"prompt": "x", "images": [OK], "loras": [{"path": "org/repo"}]}, "loras[0]", ["not allowed"]),
+    ("fast steps", {"prompt": "x", "images": [OK], "fast": 4, "num_inference_steps": 9}, "fast", ["conflicts"]),
     ("http url", {"prompt": "x", "images": ["http://example.com/a.png"]}, "images[0]", ["https", "http"]),
     ("loopback url", {"prompt": "x", "images": ["https://127.0.0.1:9/a.png"]}, "images[0]", ["127.0.0.1"]),
     ("private url", {"prompt": "x", "images": ["https://10.1.2.3/a.png"]}, "images[0]", ["10.1.2.3", "private"]),

@@ -187,3 +187,13 @@ def test_lightning_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("QEDIT_LIGHTNING_DIR")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert lightning.default_dirs() == (tmp_path / "qedit" / "lightning",)
+
+
+def test_a_service_policy_never_shows_its_folders(lora_dir: Path, tmp_path: Path) -> None:
+    store = LoraStore(LoraPolicy(local_dirs=(lora_dir,), show_paths=False), tmp_path / "cache")
+    (lora_dir / "cut.safetensors").write_bytes((lora_dir / "style.safetensors").read_bytes()[:100])
+    for given in ("missing.safetensors", "cut.safetensors", "../x.safetensors", "someorg/repo"):
+        with pytest.raises(InvalidInput) as e:
+            store.check(given, "loras[0]")
+        assert str(lora_dir) not in str(e.value) and str(tmp_path) not in str(e.value), str(e.value)
+    assert store.resolve("style.safetensors", "loras[0]").shown == "style.safetensors"

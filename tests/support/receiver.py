@@ -17,13 +17,27 @@ class Received:
 
 
 @dataclass
+class Served:
+    """One GET of a file: its size and how many of its bytes the client took before it hung up."""
+
+    path: str
+    size: int
+    sent: int = 0
+
+
+CHUNK = 64 * 1024
+
+
+@dataclass
 class Receiver:
-    """Records POSTs; answers 500 to the first ``fail_first`` of them; serves ``files`` on GET."""
+    """Records POSTs; answers 500 to the first ``fail_first`` of them; serves ``files`` on GET (each GET
+    recorded in ``gets``, with the bytes sent, in the order the requests came)."""
 
     fail_first: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    gets: list[Served] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -49,11 +63,18 @@ class Receiver:
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
-                data = receiver.files.get(self.path)
-                self.send_response(200 if data is not None else 404)
-                self.send_header("content-length", str(len(data or b"")))
+                data = receiver.files.get(self.path) or b""
+                served = Served(self.path, len(data))
+                receiver.gets.append(served)
+                self.send_response(200 if self.path in receiver.files else 404)
+                self.send_header("content-length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data or b"")
+                try:
+                    for start in range(0, len(data), CHUNK):
+                        self.wfile.write(data[start : start + CHUNK])
+                        served.sent += len(data[start : start + CHUNK])
+                except (BrokenPipeError, ConnectionResetError):  # the client read what it needed and left
+                    self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)

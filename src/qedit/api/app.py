@@ -28,6 +28,13 @@ DESCRIPTION = """\
 Asynchronous image edits with Qwen-Image-Edit over the interfaces clients already speak:
 WaveSpeed v3 (`/api/v3/...`), the aggregator task API (`/v1/images/generations`), OpenAI Images
 (`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY`.
+
+LoRAs: `loras: [{path, scale}]` (up to 3; scale -4 to 4) on the native, aggregator and OpenAI
+(a JSON string form field) interfaces and WaveSpeed's `edit-lora`, `edit-plus-lora` and
+`edit-2511-lora`; `fast: 4 | 8` runs the Lightning few-step recipe. A LoRA must be a file in the
+server's LoRA folder, a repo of an allowed hub organisation or a URL on an allowed host; it is checked
+(a safetensors LoRA of the served model's shapes) before the task is queued, and every output records
+each LoRA's name, sha256 and scale in its metadata.
 """
 
 

@@ -64,7 +64,9 @@ def error_response(
 
 
 def _validation_message(err: dict[str, Any]) -> tuple[str | None, str]:
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form", "header")]
+    loc = [str(p) for p in err.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "form", "header", "cookie"):  # where, not which field
+        loc = loc[1:]  # (only the first: a field may be called "path", as a LoRA's is)
     field = ".".join(loc) or None
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     value = err.get("input")

@@ -1,9 +1,11 @@
-"""The one submission path every interface ends in: limits -> inputs -> checks -> files -> store -> dispatch.
+"""The one submission path every interface ends in: limits -> LoRAs -> inputs -> checks -> files -> store
+-> dispatch.
 
 Interfaces differ only in how they name things; once their schema has produced ``EditParams``,
 ``TaskOptions`` and a list of image sources, the rest is here, so every interface refuses the same
-bad inputs the same way (``qedit.request_check``, as the CLI and the engine do), and nothing is
-queued, stored or counted unless all of it passed. ``wait`` serves sync modes (bounded).
+bad inputs the same way (``qedit.request_check``, as the CLI and the engine do; LoRAs and ``fast``
+through ``qedit.service.loras.LoraCheck``, the allow-list the worker resolves them with), and nothing
+is queued, stored or counted unless all of it passed. ``wait`` serves sync modes (bounded).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ async def submit(
     model = services.settings.model
     try:
         check_image_count(len(images), max_images=max_images, model=model)  # before fetching anything
+        await run_in_threadpool(services.loras.check, params)  # LoRA headers only; before fetching images
         inputs = await run_in_threadpool(_read_inputs, services, caller, images, mask)
         check_request(
             params,

@@ -179,7 +179,7 @@ def inspect(given: str, model: str | None, *, sha256: bool = True) -> Report:
 def model_config(model: str) -> dict[str, Any]:
     """The transformer config of ``model``: from disk, else (tiny) writing the preset, else (hub) its one
     small config file from the hub."""
-    from qedit.cli.lora_flags import local_snapshot, transformer_config
+    from qedit.models.snapshot import local_snapshot, transformer_config
     from qedit.models.specs import SPECS
 
     config = transformer_config(local_snapshot(model))

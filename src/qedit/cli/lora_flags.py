@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qedit.errors import InvalidInput, QeditError
+from qedit.errors import InvalidInput
 from qedit.loras import lightning
 from qedit.loras.spec import MAX_LORAS, SCALE_MAX, SCALE_MIN, LoraSpec
 
@@ -73,45 +73,6 @@ def lora_fields(args: argparse.Namespace) -> dict[str, Any]:
 # -- the model's files, without loading it ---------------------------------------------------------
 
 
-def local_snapshot(model: str) -> Path | None:
-    """The snapshot directory ``model`` names, if it is on disk already; nothing is written or fetched.
-
-    Mirrors ``qedit.engine.loader.locate``: the tiny presets live in the qedit cache, a directory is
-    itself, a spec name or hub id is looked up in huggingface_hub's cache.
-    """
-    from qedit.loras.options import user_cache_dir
-    from qedit.models.specs import SPECS
-
-    path: Path | None
-    if model in SPECS and SPECS[model].tiny:
-        path = user_cache_dir() / "models" / model
-    elif Path(model).expanduser().is_dir():
-        path = Path(model).expanduser()
-    else:
-        hub_id = SPECS[model].hub_id if model in SPECS else model
-        if not hub_id or "/" not in hub_id or model.startswith((".", "/", "~")):
-            return None
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(hub_id, "model_index.json")
-        except Exception:  # a malformed id: the loader says what is wrong with it
-            return None
-        path = Path(cached).parent if isinstance(cached, str) else None
-    return path if path is not None and (path / "model_index.json").is_file() else None
-
-
-def transformer_config(snapshot: Path | None) -> dict[str, Any] | None:
-    """The snapshot's ``transformer/config.json`` (the shapes a LoRA must fit), None if unreadable."""
-    if snapshot is None:
-        return None
-    try:
-        data = json.loads((snapshot / "transformer" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def refuse_missing_local(given: str, field: str) -> None:
     """``loras/styel.safetensors`` is a local path with a typo, not a hub repo of that name: say so now
     instead of asking the hub (seconds of retries, or a hang offline). A hub *file* has a repo before
@@ -132,6 +93,7 @@ def check_before_load(model: str, params: EditParams, options: LoraOptions | Non
     if not params.loras and params.fast is None:
         return
     from qedit.loras.options import LoraOptions
+    from qedit.models.snapshot import check_fast, local_snapshot, transformer_config
 
     options = options or LoraOptions.operator()
     snapshot = local_snapshot(model)
@@ -142,42 +104,6 @@ def check_before_load(model: str, params: EditParams, options: LoraOptions | Non
         options.store.check(spec.path, field, config)
     if params.fast is not None and snapshot is not None:
         check_fast(model, snapshot, params.fast, options.lightning_dirs)
-
-
-def snapshot_name(model: str, snapshot: Path) -> str:
-    """What ``lightning.fused_steps`` reads a fused snapshot's step count from, as the loader builds it:
-    the model id (a real spec's hub id) and the snapshot folder's name."""
-    from qedit.models.specs import SPECS
-
-    spec = SPECS.get(model)
-    model_id = spec.hub_id if spec is not None and not spec.tiny and spec.hub_id else model
-    return f"{model_id} {snapshot.resolve().name}"
-
-
-def check_fast(model: str, snapshot: Path, fast: int, lightning_dirs: tuple[Path, ...]) -> None:
-    """The Lightning file ``fast`` needs is where the engine will look, or the snapshot has it fused in.
-
-    A snapshot that cannot be read is left to the loader, whose message names the broken file.
-    """
-    from qedit.models.snapshot import detect_spec, read_json
-
-    try:
-        spec = detect_spec(snapshot)
-        index = read_json(snapshot / "model_index.json")
-        scheduler = read_json(snapshot / "scheduler" / "scheduler_config.json")
-    except QeditError:
-        return
-    fused = lightning.fused_steps(snapshot_name(model, snapshot), index, scheduler)
-    if fused is not None:
-        if fused != fast:
-            raise InvalidInput(
-                f"{snapshot} has the {fused}-step Lightning LoRA fused in; --fast {fast} needs the base model",
-                field="fast",
-            )
-        return
-    dirs = lightning.search_dirs(snapshot, lightning_dirs)
-    if lightning.find(spec.lightning, fast, dirs) is None:
-        raise lightning.missing(spec.lightning, fast, dirs)
 
 
 # -- what the user is told -------------------------------------------------------------------------

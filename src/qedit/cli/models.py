@@ -55,11 +55,11 @@ def find_snapshots(roots: list[Path]) -> list[tuple[Path, str]]:
 
 
 def search_roots(extra: list[str]) -> list[Path]:
-    from qedit.engine.tiny import cache_dir
+    from qedit.models.snapshot import cache_root
 
     roots = [Path(p).expanduser() for p in extra]
     roots += [Path(p).expanduser() for p in os.environ.get("QEDIT_MODELS_PATH", "").split(os.pathsep) if p]
-    roots.append(cache_dir() / "models")
+    roots.append(cache_root() / "models")
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
     roots.append(hf_home)
     return roots

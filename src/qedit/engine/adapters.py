@@ -134,12 +134,12 @@ class Adapters:
     def _load(self, a: ActiveLora) -> None:
         from diffusers.loaders.lora_pipeline import QwenImageLoraLoaderMixin
 
-        file = a.lora.file
+        file = a.lora.shown
         start = time.perf_counter()
         try:
-            state_dict, metadata = QwenImageLoraLoaderMixin.lora_state_dict(str(file), return_lora_metadata=True)
+            state_dict, metadata = QwenImageLoraLoaderMixin.lora_state_dict(str(a.lora.file), return_lora_metadata=True)
         except Exception as e:
-            raise InvalidInput(f"{file} cannot be read as a LoRA: {_reason(e)}", field=a.field) from None
+            raise InvalidInput(f"{file} cannot be read as a LoRA: {_reason(e, a)}", field=a.field) from None
         if state_dict and not any(k.startswith(PREFIX) for k in state_dict):
             # a bare PEFT state dict of the transformer (no "transformer." prefix): diffusers would
             # silently load nothing from it
@@ -154,7 +154,7 @@ class Adapters:
         except Exception as e:
             self._discard(a.adapter)
             self._apply(self._active)
-            raise InvalidInput(f"{file} does not load onto this model: {_reason(e)}", field=a.field) from None
+            raise InvalidInput(f"{file} does not load onto this model: {_reason(e, a)}", field=a.field) from None
         self._loaded[a.adapter] = _Loaded(nbytes=nbytes, lora=a.lora)
         self.stats.loads += 1
         self.stats.load_seconds += time.perf_counter() - start
@@ -164,7 +164,7 @@ class Adapters:
         """Every adapted module exists and takes the shapes the file has; returns the adapter's bytes."""
         import torch
 
-        file = a.lora.file
+        file = a.lora.shown
         keys = [k for k in state_dict if k.startswith(PREFIX)]
         if not keys:
             raise InvalidInput(f"{file} holds no LoRA weights for the transformer", field=a.field)
@@ -209,6 +209,7 @@ class Adapters:
                 self.transformer.delete_adapters(name)
 
 
-def _reason(e: Exception) -> str:
+def _reason(e: Exception, a: ActiveLora) -> str:
+    """The library's first line, with the file named as the user named it."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:300]
+    return text.replace(str(a.lora.file), a.lora.shown)[:300]

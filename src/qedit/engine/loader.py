@@ -20,7 +20,7 @@ from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
 from qedit.errors import ModelLoadError
 from qedit.loras import lightning
-from qedit.models.snapshot import detect_spec, read_json
+from qedit.models.snapshot import detect_spec, read_json, snapshot_name
 from qedit.models.specs import SPECS, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
-    name = path.resolve().name if Path(model_id).expanduser().is_dir() else f"{model_id} {path.resolve().name}"
-    fused = lightning.fused_steps(name, read_json(path / "model_index.json"), scheduler_config)
+    fused = lightning.fused_steps(snapshot_name(model, path), read_json(path / "model_index.json"), scheduler_config)
     if fused is not None:
         log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)
     log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)

@@ -20,6 +20,7 @@ from pathlib import Path
 from qedit.engine.hf import quiet_libraries
 from qedit.engine.tiny_loras import write_tiny_loras
 from qedit.errors import InvalidInput
+from qedit.models.snapshot import cache_root
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, get_spec
 
 VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS)}
@@ -268,17 +269,11 @@ def write_tiny_snapshot(directory: str | Path, variant: str = "edit", *, with_lo
     return target
 
 
-def cache_dir() -> Path:
-    """Where ``--model tiny`` keeps its snapshot: $QEDIT_CACHE, else ~/.cache/qedit."""
-    root = os.environ.get("QEDIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "qedit")
-    return Path(root)
-
-
 def ensure_tiny(spec_name: str) -> Path:
     """The cached snapshot for ``tiny`` or ``tiny-plus``, built once (seconds) on first use, with its
     sample LoRAs and Lightning files (added to a snapshot cached before they existed)."""
     variant = next(v for v, (name, _) in VARIANTS.items() if name == spec_name)
-    path = cache_dir() / "models" / spec_name
+    path = cache_root() / "models" / spec_name
     if not (path / "model_index.json").is_file():
         write_tiny_snapshot(path, variant, with_loras=True)
     elif not (path / "lightning").is_dir():

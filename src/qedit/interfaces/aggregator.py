@@ -2,7 +2,8 @@
 
 As its reference documents: model ``qwen-image-edit``; prompt limited to 2000 tokens; 1-3
 ``image_urls``; optional ``mask_url``; ``callback_url`` (https, no internal addresses, <= 2048 chars),
-called on completion, failure or cancellation with up to 3 retries. Links live 24 h.
+called on completion, failure or cancellation with up to 3 retries. Links live 24 h. qedit's own
+extras: ``negative_prompt``, ``output_format``, ``loras`` (up to 3 ``{path, scale}``) and ``fast``.
 
 The token bound is checked with an estimate (one token per CJK character, per word, per
 punctuation mark), since the API process has no tokenizer; the engine enforces the model's exact
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qedit.interfaces.common import SizeText, edit_params, output_urls
+from qedit.loras.spec import MAX_LORAS, LoraSpec
 from qedit.netfetch import MAX_URL_CHARS
 from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
@@ -44,6 +46,14 @@ class GenerationCreate(BaseModel):
     seed: int = Field(default=-1, ge=-1, le=SEED_MAX)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    # qedit extras
+    loras: list[LoraSpec] = Field(
+        default_factory=list,
+        max_length=MAX_LORAS,
+        description=f"up to {MAX_LORAS} LoRAs {{path, scale}}: a file in the server's LoRA folder, an allowed hub "
+        "repo or URL; scale -4 to 4",
+    )
+    fast: Literal[4, 8] | None = Field(default=None, description="Lightning: 4 or 8 steps without true CFG")
 
     @field_validator("prompt")
     @classmethod
@@ -55,7 +65,13 @@ class GenerationCreate(BaseModel):
 
     def to_params(self) -> EditParams:
         return edit_params(
-            self.prompt, size=self.size, num_images=self.n, seed=self.seed, negative_prompt=self.negative_prompt
+            self.prompt,
+            size=self.size,
+            num_images=self.n,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            loras=self.loras,
+            fast=self.fast,
         )
 
     def to_options(self) -> TaskOptions:

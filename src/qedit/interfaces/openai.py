@@ -3,16 +3,20 @@
 Images come as ``image`` (one file) or ``image[]`` (several, the SDK's array form), up to 3; the
 last is the one edited. OpenAI-only knobs we cannot honour are accepted only at values that change
 nothing (``background=transparent`` or ``stream=true`` are refused, not silently dropped); qedit's
-own knobs (seed, steps, cfg, negative prompt) may be added as extra form fields.
+own knobs (seed, steps, cfg, negative prompt, ``fast``, and ``loras`` as a JSON string, since a
+form has no nested values) may be added as extra form fields.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from qedit.errors import InvalidInput
 from qedit.interfaces.common import SizeText, edit_params, output_b64, output_urls
+from qedit.loras.spec import MAX_LORAS
 from qedit.params import (
     CFG_MAX,
     CFG_MIN,
@@ -52,6 +56,21 @@ class OpenAIEdit(BaseModel):
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     num_inference_steps: int | None = Field(default=None, ge=STEPS_MIN, le=STEPS_MAX)
     true_cfg_scale: float | None = Field(default=None, ge=CFG_MIN, le=CFG_MAX)
+    loras: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description=f'JSON array of up to {MAX_LORAS} LoRAs, e.g. [{{"path": "style.safetensors", "scale": 0.8}}] '
+        "(a file in the server's LoRA folder, an allowed hub repo or URL; scale -4 to 4)",
+    )
+    fast: Literal[4, 8] | None = Field(
+        default=None, description="Lightning: 4 or 8 steps without true CFG (leave num_inference_steps unset)"
+    )
+
+    @field_validator("fast", mode="before")
+    @classmethod
+    def _fast_text(cls, v: Any) -> Any:
+        """Form values are text: "8" is 8 (a ``Literal`` takes no text for a number by itself)."""
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
 
     def to_params(self) -> EditParams:
         return edit_params(
@@ -62,7 +81,25 @@ class OpenAIEdit(BaseModel):
             negative_prompt=self.negative_prompt,
             num_inference_steps=self.num_inference_steps,
             true_cfg_scale=self.true_cfg_scale,
+            loras=self._loras(),
+            fast=self.fast,
         )
+
+    def _loras(self) -> Any:
+        """The form's JSON text -> a list for ``EditParams`` (which checks each entry and the count)."""
+        if self.loras is None or not self.loras.strip():
+            return None
+        try:
+            value = json.loads(self.loras)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(
+                f'is not valid JSON ({e.msg}); expected [{{"path": ..., "scale": ...}}]', field="loras"
+            ) from None
+        if not isinstance(value, list):
+            raise InvalidInput(
+                f"must be a JSON array of {{path, scale}} objects, got {type(value).__name__}", field="loras"
+            )
+        return value
 
     def to_options(self) -> TaskOptions:
         return TaskOptions(

@@ -1,7 +1,10 @@
-"""WaveSpeed v3: ``wavespeed-ai/qwen-image/edit`` and ``/edit-plus`` as its reference documents them.
+"""WaveSpeed v3: ``wavespeed-ai/qwen-image/edit``, ``/edit-plus`` and their LoRA endpoints
+(``/edit-lora``, ``/edit-plus-lora``, ``/edit-2511-lora``) as its reference documents them.
 
 Fields, defaults and bounds follow the reference (size ``W*H`` 256-1536 per side, seed -1..2^31-1,
-output_format jpeg|png|webp default jpeg). Unknown fields are refused, not dropped.
+output_format jpeg|png|webp default jpeg; ``loras`` up to 3 ``{path, scale}``). Unknown fields are
+refused, not dropped. The endpoint a task came through is the model its result reports; the model
+that runs is the one this server serves.
 """
 
 from __future__ import annotations
@@ -11,12 +14,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qedit.interfaces.common import SizeText, edit_params, iso, ms, output_data_uris, output_urls
+from qedit.loras.spec import MAX_LORAS, LoraSpec
 from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
 from qedit.service.storage import LocalStorage
 
 MODEL_EDIT = "wavespeed-ai/qwen-image/edit"
 MODEL_EDIT_PLUS = "wavespeed-ai/qwen-image/edit-plus"
+MODEL_EDIT_LORA = "wavespeed-ai/qwen-image/edit-lora"
+MODEL_EDIT_PLUS_LORA = "wavespeed-ai/qwen-image/edit-plus-lora"
+MODEL_EDIT_2511_LORA = "wavespeed-ai/qwen-image/edit-2511-lora"
+LORAS_DESCRIPTION = (
+    f"Up to {MAX_LORAS} LoRAs, each {{path, scale}}: path is a .safetensors file (or folder) in the server's "
+    "LoRA folder, a repo of an allowed hub organisation (owner/repo[/file.safetensors]) or a URL on an allowed "
+    "host; scale -4 to 4, default 1."
+)
 
 
 class WaveSpeedCommon(BaseModel):
@@ -46,6 +58,28 @@ class WaveSpeedEdit(WaveSpeedCommon):
 
 class WaveSpeedEditPlus(WaveSpeedCommon):
     """``POST /api/v3/wavespeed-ai/qwen-image/edit-plus``: 1-3 images, the last is edited."""
+
+    images: list[str] = Field(min_length=1, max_length=3, description="1-3 images: URL, data URI or base64.")
+
+
+class WaveSpeedLoras(WaveSpeedCommon):
+    """The LoRA endpoints' extra field."""
+
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=MAX_LORAS, description=LORAS_DESCRIPTION)
+
+    def to_params(self) -> EditParams:
+        return edit_params(self.prompt, size=self.size, seed=self.seed, loras=self.loras)
+
+
+class WaveSpeedEditLora(WaveSpeedLoras):
+    """``POST /api/v3/wavespeed-ai/qwen-image/edit-lora``: one image and up to 3 LoRAs."""
+
+    image: str = Field(description="The image to edit: URL, data URI or base64 (or task://ID/N).")
+
+
+class WaveSpeedEditPlusLora(WaveSpeedLoras):
+    """``POST /api/v3/wavespeed-ai/qwen-image/edit-plus-lora`` and ``/edit-2511-lora``: 1-3 images, the last
+    is edited, and up to 3 LoRAs."""
 
     images: list[str] = Field(min_length=1, max_length=3, description="1-3 images: URL, data URI or base64.")
 

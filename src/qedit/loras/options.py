@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qedit.loras import lightning
 from qedit.loras.sources import LoraPolicy
 from qedit.loras.store import LoraStore
+from qedit.models.snapshot import cache_root
 
 DEFAULT_MAX_LOADED = 8
 DEFAULT_MAX_LOADED_BYTES = 4 * 1024**3
-
-
-def user_cache_dir() -> Path:
-    """``$QEDIT_CACHE``, else ``~/.cache/qedit`` (the tiny snapshots live there too)."""
-    return Path(os.environ.get("QEDIT_CACHE") or Path.home() / ".cache" / "qedit")
 
 
 @dataclass(frozen=True)
@@ -29,4 +24,4 @@ class LoraOptions:
     @classmethod
     def operator(cls) -> LoraOptions:
         """The CLI's and the Python API's default: the user's own files, any hub repo or https URL."""
-        return cls(store=LoraStore(LoraPolicy.operator(), user_cache_dir() / "loras"))
+        return cls(store=LoraStore(LoraPolicy.operator(), cache_root() / "loras"))

@@ -40,6 +40,7 @@ class LoraPolicy:
     url_hosts: tuple[str, ...] = ()
     any_local: bool = False  # local files anywhere (the CLI), not only inside local_dirs
     url: UrlPolicy = field(default_factory=UrlPolicy)
+    show_paths: bool = True  # False for the service: its clients are not told where its folders are
 
     @classmethod
     def operator(cls, local_dirs: tuple[Path, ...] = ()) -> LoraPolicy:
@@ -55,10 +56,16 @@ class LoraPolicy:
         allowed = {h.lower().rstrip(".") for h in self.url_hosts}
         return ANY in allowed or host in allowed or any(h.startswith(".") and host.endswith(h) for h in allowed)
 
+    @property
+    def folders(self) -> str:
+        if not self.show_paths:
+            return "the server's LoRA folder"
+        return ", ".join(str(d) for d in self.local_dirs) or "no LoRA folder"
+
     def describe(self) -> str:
         parts = []
         if self.local_dirs:
-            parts.append("files in " + ", ".join(str(d) for d in self.local_dirs))
+            parts.append("files in " + self.folders)
         if self.hub_orgs:
             parts.append("hub organisations " + ", ".join(self.hub_orgs))
         if self.url_hosts:
@@ -154,7 +161,7 @@ def locate(given: str, policy: LoraPolicy, field: str) -> Source:
     file = _local(given, policy, field)
     if file is not None:
         return Source("local", given, path=file)
-    where = "" if policy.any_local else f" in {', '.join(str(d) for d in policy.local_dirs) or 'any LoRA folder'}"
+    where = "" if policy.any_local else f" in {policy.folders}"
     hub = _HUB.match(given)
     one_file = given.count("/") == 1 and given.endswith(".safetensors")  # dir/file, not a repo id
     if hub and not one_file and not given.startswith((".", "/", "~")):

@@ -41,10 +41,16 @@ class ResolvedLora:
     file: Path
     sha256: str
     size: int
+    private: bool = False  # the file's path is the server's business: messages show the name given
 
     @property
     def name(self) -> str:
         return self.source.name
+
+    @property
+    def shown(self) -> str:
+        """How error messages name it."""
+        return self.source.given if self.private else str(self.file)
 
 
 def sha256_file(path: Path) -> str:
@@ -84,7 +90,7 @@ class LoraStore:
         source = self.locate(given, field)
         if source.kind == "local":
             assert source.path is not None
-            header = read_header(source.path, field)
+            header = self._read_local(source, field)
         elif source.kind == "url":
             cached = self._cached_url(source)
             header = read_header(cached, field) if cached else self._url_header(source, field)
@@ -96,10 +102,20 @@ class LoraStore:
             )
         return source, header
 
+    def _read_local(self, source: Source, field: str) -> SafetensorsHeader:
+        """The header of a local file; a service's client is told the name it gave, not the server's path."""
+        assert source.path is not None
+        try:
+            return read_header(source.path, field)
+        except InvalidInput as e:
+            if self.policy.show_paths:
+                raise
+            raise InvalidInput(e.message.replace(str(source.path), source.given), field=field) from None
+
     def check(self, given: str, field: str, transformer_config: dict[str, Any] | None = None) -> Anatomy:
         """Allowed, a LoRA, within the size cap and (given the model's config) of the model's shapes."""
         _, header = self.header(given, field)
-        anatomy = analyse(header, given, field)
+        anatomy = analyse(header, given, field)  # messages name the LoRA as given
         if transformer_config is not None:
             check_fits(anatomy, transformer_config, given, field)
         return anatomy
@@ -121,7 +137,8 @@ class LoraStore:
             raise InvalidInput(f"cannot read {file}: {e.strerror or e}", field=field) from None
         if size > self.max_bytes:
             raise InvalidInput(f"{given} is {size} bytes, at most {self.max_bytes} allowed for a LoRA", field=field)
-        return ResolvedLora(source=source, file=file, sha256=self._sha256(file, field), size=size)
+        private = not self.policy.show_paths
+        return ResolvedLora(source=source, file=file, sha256=self._sha256(file, field), size=size, private=private)
 
     def trusted(self, file: Path, field: str) -> ResolvedLora:
         """A file the operator configured (a Lightning LoRA): used in place, outside the allow-list."""

@@ -2,7 +2,9 @@
 
 The API needs to know how many images the served model takes before it queues anything, and
 ``qedit models`` lists snapshots, without loading a model; the loader asks the same question
-before it reads a weight. One answer, here.
+before it reads a weight. One answer, here. The same goes for what a LoRA must fit (the
+transformer's ``config.json``) and whether ``fast`` can run (the variant's Lightning file): the API
+checks both at submit, from the snapshot's files, when the snapshot is already on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qedit.errors import ModelLoadError
+from qedit.errors import InvalidInput, ModelLoadError, QeditError
+from qedit.loras import lightning
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, SPECS, ModelSpec, get_spec
 
 
@@ -62,3 +65,79 @@ def spec_of(model: str) -> ModelSpec | None:
         except ModelLoadError:
             return None
     return None
+
+
+# -- a model's files on disk, without loading, writing or downloading anything -----------------------
+
+
+def cache_root() -> Path:
+    """``$QEDIT_CACHE``, else ``~/.cache/qedit``: where the tiny presets are written (``models/<name>``)."""
+    return Path(os.environ.get("QEDIT_CACHE") or Path.home() / ".cache" / "qedit")
+
+
+def local_snapshot(model: str) -> Path | None:
+    """The snapshot directory ``model`` names, if it is on disk already; None otherwise.
+
+    Mirrors ``qedit.engine.loader.locate``: the tiny presets live in the qedit cache, a directory is
+    itself, a spec name or hub id is looked up in huggingface_hub's cache (no network).
+    """
+    path: Path | None
+    if model in SPECS and SPECS[model].tiny:
+        path = cache_root() / "models" / model
+    elif Path(model).expanduser().is_dir():
+        path = Path(model).expanduser()
+    else:
+        hub_id = SPECS[model].hub_id if model in SPECS else model
+        if not hub_id or "/" not in hub_id or model.startswith((".", "/", "~")):
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(hub_id, "model_index.json")
+        except Exception:  # a malformed id: the loader says what is wrong with it
+            return None
+        path = Path(cached).parent if isinstance(cached, str) else None
+    return path if path is not None and (path / "model_index.json").is_file() else None
+
+
+def transformer_config(snapshot: Path | None) -> dict[str, Any] | None:
+    """The snapshot's ``transformer/config.json`` (the shapes a LoRA must fit); None if unreadable."""
+    if snapshot is None:
+        return None
+    try:
+        return read_json(snapshot / "transformer" / "config.json")
+    except ModelLoadError:
+        return None
+
+
+def snapshot_name(model: str, snapshot: Path) -> str:
+    """What ``lightning.fused_steps`` reads a fused snapshot's step count from, exactly as the loader
+    builds it: a directory's own name, else the model id (a real spec's hub id) and the folder's name."""
+    spec = SPECS.get(model)
+    if not (spec is not None and spec.tiny) and Path(model).expanduser().is_dir():
+        return snapshot.resolve().name
+    model_id = spec.hub_id if spec is not None and not spec.tiny and spec.hub_id else model
+    return f"{model_id} {snapshot.resolve().name}"
+
+
+def check_fast(model: str, snapshot: Path, fast: int, lightning_dirs: tuple[Path, ...]) -> None:
+    """``fast`` can run on ``model`` (whose snapshot is ``snapshot``): the Lightning file is where the
+    engine will look for it, or the snapshot has that recipe fused in. A snapshot that cannot be read
+    is left to the loader, whose message names the broken file."""
+    try:
+        spec = detect_spec(snapshot)
+        index = read_json(snapshot / "model_index.json")
+        scheduler = read_json(snapshot / "scheduler" / "scheduler_config.json")
+    except QeditError:
+        return
+    fused = lightning.fused_steps(snapshot_name(model, snapshot), index, scheduler)
+    if fused is not None:
+        if fused != fast:
+            raise InvalidInput(
+                f"{model} has the {fused}-step Lightning LoRA fused in; fast={fast} needs the base model",
+                field="fast",
+            )
+        return
+    dirs = lightning.search_dirs(snapshot, lightning_dirs)
+    if lightning.find(spec.lightning, fast, dirs) is None:
+        raise lightning.missing(spec.lightning, fast, dirs)

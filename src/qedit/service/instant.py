@@ -9,6 +9,11 @@ resized to the requested size, so a client can tell an output from its input.
 To exercise failure paths, a prompt containing ``[fail]`` makes the edit raise after its first step.
 ``step_delay`` (``QEDIT_INSTANT_STEP_DELAY``) makes each step take that long, to see progress events,
 cancel a running task, or size a queue.
+
+LoRAs are resolved through the same store as the real engine's (allowed sources only; URLs are
+downloaded into the cache) and recorded in the metadata as it records them (name, sha256, scale),
+but not applied; ``fast`` runs its step count without CFG and is recorded (there is no model family
+here, so no Lightning file is looked for).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import time
 from PIL import Image, ImageOps
 
 from qedit.errors import EditCancelled
+from qedit.loras.options import LoraOptions
 from qedit.metadata import edit_metadata
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
-from qedit.params import output_seeds
+from qedit.params import EditParams, output_seeds
 from qedit.request_check import check_request
 
 FAIL_MARKER = "[fail]"
@@ -35,10 +41,20 @@ class InstantEngine:
 
     model_id = "instant"
 
-    def __init__(self, step_delay: float = 0.0, steps: int = 4, max_images: int = 3) -> None:
+    def __init__(
+        self, step_delay: float = 0.0, steps: int = 4, max_images: int = 3, loras: LoraOptions | None = None
+    ) -> None:
         self.step_delay = step_delay
         self.steps = steps
         self._max_images = max_images
+        self._loras = loras
+
+    @property
+    def lora_options(self) -> LoraOptions:
+        """The service passes its own; alone (tests, scripts) the operator's defaults, as ``Engine``."""
+        if self._loras is None:
+            self._loras = LoraOptions.operator()
+        return self._loras
 
     @property
     def max_images(self) -> int:
@@ -51,8 +67,9 @@ class InstantEngine:
         check_request(
             params, [i.size for i in request.images], max_images=self.max_images, model=self.model_id, mask=request.mask
         )
-        steps = params.num_inference_steps or self.steps
-        cfg = params.true_cfg_scale if params.true_cfg_scale is not None else 4.0
+        loras = self._resolve_loras(params)
+        steps = params.fast or params.num_inference_steps or self.steps
+        cfg = params.true_cfg_scale if params.true_cfg_scale is not None else (1.0 if params.fast else 4.0)
         seeds = output_seeds(params.seed, params.num_images)
         total = steps * len(seeds)
         start = time.perf_counter()
@@ -81,12 +98,24 @@ class InstantEngine:
                         model=self.model_id,
                         history=request.history,
                         parent=request.parent,
+                        loras=loras,
                     ),
                 )
             )
         if cancel is not None and cancel.cancelled:
             raise EditCancelled()
         return EditResult(outputs=tuple(outputs), model=self.model_id, timings={"denoise": time.perf_counter() - start})
+
+    def _resolve_loras(self, params: EditParams) -> tuple[dict, ...]:
+        """What the real engine records of each LoRA (``ActiveLora.record``), from the same store."""
+        if not params.loras:
+            return ()
+        store = self.lora_options.store
+        resolved = [store.resolve(spec.path, f"loras[{i}]") for i, spec in enumerate(params.loras)]
+        return tuple(
+            {"name": r.name, "sha256": r.sha256, "scale": spec.scale}
+            for r, spec in zip(resolved, params.loras, strict=True)
+        )
 
     @staticmethod
     def _transform(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:

@@ -18,6 +18,7 @@ from qedit.service.database import Database
 from qedit.service.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from qedit.service.inputs import InputReader
 from qedit.service.keys import KeyStore
+from qedit.service.loras import LoraCheck
 from qedit.service.metrics import Metrics
 from qedit.service.outbox import WebhookOutbox
 from qedit.service.signing import load_secret
@@ -46,9 +47,10 @@ class Core:
 
 @dataclasses.dataclass
 class Services(Core):
-    """The API process's parts: the core plus input reading and the dispatcher."""
+    """The API process's parts: the core plus input reading, the LoRA check and the dispatcher."""
 
     inputs: InputReader
+    loras: LoraCheck
     dispatcher: Dispatcher
 
     def start(self) -> None:
@@ -91,7 +93,7 @@ def build_services(
         dispatcher = EmbeddedDispatcher(core, make_worker)
     inputs = InputReader(settings, core.tasks, core.storage)
     shared = {f.name: getattr(core, f.name) for f in dataclasses.fields(Core)}
-    return Services(**shared, inputs=inputs, dispatcher=dispatcher)
+    return Services(**shared, inputs=inputs, loras=LoraCheck(settings), dispatcher=dispatcher)
 
 
 def build_worker(

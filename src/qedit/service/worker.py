@@ -22,6 +22,7 @@ from qedit.config import Settings
 from qedit.errors import EditCancelled, QeditError
 from qedit.metadata import history_from_metadata
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
+from qedit.service.loras import lora_options
 from qedit.service.metrics import Metrics
 from qedit.service.records import FailureReason, TaskOutput, TaskRecord, WebhookState
 from qedit.service.tasks import TaskStore
@@ -33,16 +34,23 @@ log = logging.getLogger("qedit.worker")
 
 
 def load_engine(settings: Settings) -> EditEngine:
-    """``instant`` is the dry-run stand-in; anything else goes to the real engine (imports torch)."""
+    """``instant`` is the dry-run stand-in; anything else goes to the real engine (imports torch).
+
+    Both get the LoRA store the API checked requests against (``service.loras.lora_options``).
+    """
+    loras = lora_options(settings)
     if settings.model == "instant":
         from qedit.service.instant import InstantEngine
 
         return InstantEngine(
-            step_delay=settings.instant_step_delay, steps=settings.instant_steps, max_images=settings.max_images
+            step_delay=settings.instant_step_delay,
+            steps=settings.instant_steps,
+            max_images=settings.max_images,
+            loras=loras,
         )
     from qedit.engine.pipeline import Engine
 
-    return Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
+    return Engine.load(settings.model, device=settings.device, dtype=settings.dtype, loras=loras)
 
 
 def worker_name(kind: str) -> str:

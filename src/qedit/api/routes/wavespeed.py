@@ -16,7 +16,10 @@ from qedit.errors import InvalidInput
 from qedit.interfaces import wavespeed
 from qedit.interfaces.wavespeed import (
     MODEL_EDIT,
+    MODEL_EDIT_2511_LORA,
+    MODEL_EDIT_LORA,
     MODEL_EDIT_PLUS,
+    MODEL_EDIT_PLUS_LORA,
     PredictionListResponse,
     PredictionResponse,
     SecretResponse,
@@ -24,7 +27,9 @@ from qedit.interfaces.wavespeed import (
     UploadResponse,
     WaveSpeedCommon,
     WaveSpeedEdit,
+    WaveSpeedEditLora,
     WaveSpeedEditPlus,
+    WaveSpeedEditPlusLora,
 )
 from qedit.netfetch import MAX_URL_CHARS
 from qedit.service.records import TERMINAL, Interface
@@ -85,6 +90,44 @@ async def edit_plus(
 ) -> dict:
     images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
     return await _submit(body, MODEL_EDIT_PLUS, images, services, caller, base, webhook)
+
+
+@router.post("/wavespeed-ai/qwen-image/edit-lora", response_model=PredictionResponse, summary="Qwen Image Edit LoRA")
+async def edit_lora(
+    body: WaveSpeedEditLora, services: ServicesDep, caller: CallerDep, base: BaseUrlDep, webhook: WebhookQuery = None
+) -> dict:
+    """One image and up to 3 LoRAs; each LoRA is checked (allowed, a LoRA of the model's shapes) at submit."""
+    return await _submit(body, MODEL_EDIT_LORA, [Source(body.image, "image")], services, caller, base, webhook)
+
+
+@router.post(
+    "/wavespeed-ai/qwen-image/edit-plus-lora", response_model=PredictionResponse, summary="Qwen Image Edit Plus LoRA"
+)
+async def edit_plus_lora(
+    body: WaveSpeedEditPlusLora,
+    services: ServicesDep,
+    caller: CallerDep,
+    base: BaseUrlDep,
+    webhook: WebhookQuery = None,
+) -> dict:
+    """1-3 images (the last is edited) and up to 3 LoRAs."""
+    images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
+    return await _submit(body, MODEL_EDIT_PLUS_LORA, images, services, caller, base, webhook)
+
+
+@router.post(
+    "/wavespeed-ai/qwen-image/edit-2511-lora", response_model=PredictionResponse, summary="Qwen Image Edit 2511 LoRA"
+)
+async def edit_2511_lora(
+    body: WaveSpeedEditPlusLora,
+    services: ServicesDep,
+    caller: CallerDep,
+    base: BaseUrlDep,
+    webhook: WebhookQuery = None,
+) -> dict:
+    """1-3 images (the last is edited) and up to 3 LoRAs; runs on the model this server serves."""
+    images = [Source(v, f"images[{i}]") for i, v in enumerate(body.images)]
+    return await _submit(body, MODEL_EDIT_2511_LORA, images, services, caller, base, webhook)
 
 
 @router.get("/predictions/{task_id}/result", response_model=PredictionResponse, summary="Get the result")

@@ -34,3 +34,15 @@ def test_a_refused_value_names_the_flag_or_the_variable(monkeypatch: pytest.Monk
     with pytest.raises(InvalidInput) as e:
         settings_from_args(argparse.Namespace(port=None))
     assert e.value.field == "QEDIT_WORKERS" and "100" in e.value.message
+
+
+def test_serve_takes_the_lora_allow_list_as_repeatable_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qedit.cli import build_parser
+
+    monkeypatch.setenv("QEDIT_LORA_URL_HOSTS", "example.com")
+    argv = ["serve", "--data-dir", str(tmp_path), "--lora-dir", str(tmp_path / "a"), "--lora-dir", str(tmp_path / "b")]
+    argv += ["--lora-hub-org", "lightx2v", "--lightning-dir", str(tmp_path / "l")]
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert settings.lora_dirs == [tmp_path / "a", tmp_path / "b"]
+    assert settings.lora_hub_orgs == ["lightx2v"] and settings.lora_url_hosts == ["example.com"]
+    assert settings.lightning_dirs == [tmp_path / "l"]

@@ -27,6 +27,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dispatch", choices=["embedded", "celery"], help="embedded workers or Celery (qedit worker)")
     p.add_argument("--public-url", help="base URL clients reach this server at (for result links)")
     p.add_argument("--no-auth", action="store_true", help="local mode: no API keys, every caller anonymous")
+    p.add_argument(
+        "--lora-dir",
+        dest="lora_dirs",
+        action="append",
+        type=Path,
+        help="a folder LoRAs may come from (repeatable; default DATA_DIR/loras)",
+    )
+    p.add_argument(
+        "--lora-hub-org",
+        dest="lora_hub_orgs",
+        action="append",
+        help="a hub organisation LoRAs may come from (repeatable; * = any)",
+    )
+    p.add_argument(
+        "--lora-url-host",
+        dest="lora_url_hosts",
+        action="append",
+        help="a host LoRA URLs may point to (repeatable; * = any; .example.com = its subdomains)",
+    )
+    p.add_argument(
+        "--lightning-dir",
+        dest="lightning_dirs",
+        action="append",
+        type=Path,
+        help="a folder of Lightning LoRA files for --fast (repeatable; default DATA_DIR/lightning)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 

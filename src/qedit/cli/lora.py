@@ -125,12 +125,10 @@ def read_alphas(path: Path, keys: list[str]) -> dict[str, float]:
 
 def inspect(given: str, model: str | None, *, sha256: bool = True) -> Report:
     """Describe the LoRA ``given`` names; with ``model``, the reasons it does not fit (if any)."""
-    from qedit.cli.lora_flags import refuse_missing_local
     from qedit.loras.anatomy import analyse, fit_problems, lora_keys
     from qedit.loras.options import LoraOptions
     from qedit.loras.store import sha256_file
 
-    refuse_missing_local(given, FIELD)
     source, header = LoraOptions.operator().store.header(given, FIELD)
     anatomy = analyse(header, given, FIELD)
     local = source.path if source.kind == "local" else None

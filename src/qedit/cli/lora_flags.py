@@ -73,18 +73,6 @@ def lora_fields(args: argparse.Namespace) -> dict[str, Any]:
 # -- the model's files, without loading it ---------------------------------------------------------
 
 
-def refuse_missing_local(given: str, field: str) -> None:
-    """``loras/styel.safetensors`` is a local path with a typo, not a hub repo of that name: say so now
-    instead of asking the hub (seconds of retries, or a hang offline). A hub *file* has a repo before
-    it (``owner/repo/file.safetensors``) and is left to the hub unless its folder is on disk."""
-    text = given.strip()
-    if text.startswith(("http://", "https://", "hf://")) or not text.endswith(".safetensors"):
-        return
-    path = Path(text).expanduser()
-    if not path.exists() and (path.parent.is_dir() or text.count("/") <= 1):
-        raise InvalidInput(f"no LoRA file {given}", field=field)
-
-
 def check_before_load(model: str, params: EditParams, options: LoraOptions | None = None) -> None:
     """The LoRAs (allowed, a LoRA, of the model's shapes) and ``--fast``'s Lightning file, before loading.
 
@@ -100,7 +88,6 @@ def check_before_load(model: str, params: EditParams, options: LoraOptions | Non
     config = transformer_config(snapshot)
     for i, spec in enumerate(params.loras):
         field = f"loras[{i}]"
-        refuse_missing_local(spec.path, field)
         options.store.check(spec.path, field, config)
     if params.fast is not None and snapshot is not None:
         check_fast(model, snapshot, params.fast, options.lightning_dirs)

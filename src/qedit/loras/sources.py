@@ -163,8 +163,7 @@ def locate(given: str, policy: LoraPolicy, field: str) -> Source:
         return Source("local", given, path=file)
     where = "" if policy.any_local else f" in {policy.folders}"
     hub = _HUB.match(given)
-    one_file = given.count("/") == 1 and given.endswith(".safetensors")  # dir/file, not a repo id
-    if hub and not one_file and not given.startswith((".", "/", "~")):
+    if hub and not _looks_local(given, policy) and not given.startswith((".", "/", "~")):
         if policy.hub_allowed(hub["repo"]):
             return Source("hub", given, repo_id=hub["repo"], filename=hub["file"])
         raise InvalidInput(
@@ -173,6 +172,15 @@ def locate(given: str, policy: LoraPolicy, field: str) -> Source:
             field=field,
         )
     raise InvalidInput(f"no LoRA file {given}{where}", field=field)
+
+
+def _looks_local(given: str, policy: LoraPolicy) -> bool:
+    """``loras/styel.safetensors`` is a local file with a typo, not a hub repo: asking the hub would cost
+    seconds of retries (or hang offline) before saying so. A hub *file* has a repo before it
+    (``owner/repo/file.safetensors``), unless that folder exists here, for a user's own files."""
+    if not given.endswith(".safetensors"):
+        return False
+    return given.count("/") == 1 or (policy.any_local and Path(given).expanduser().parent.is_dir())
 
 
 def _hub(given: str, repo_id: str, filename: str | None, policy: LoraPolicy, field: str) -> Source:

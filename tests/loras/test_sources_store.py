@@ -197,3 +197,31 @@ def test_a_service_policy_never_shows_its_folders(lora_dir: Path, tmp_path: Path
             store.check(given, "loras[0]")
         assert str(lora_dir) not in str(e.value) and str(tmp_path) not in str(e.value), str(e.value)
     assert store.resolve("style.safetensors", "loras[0]").shown == "style.safetensors"
+
+
+def test_a_hub_lora_not_yet_cached_is_checked_from_the_hubs_header_alone(
+    tmp_path: Path, tiny_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network here: the hub's answer to huggingface_hub's header request is played back from a real
+    file's header (the only stand-in: the hub itself cannot be reached)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import SafetensorsFileMetadata, TensorInfo
+
+    from qedit.loras.header import read_header
+
+    header = read_header(tiny_path / "loras" / "style-kohya.safetensors", "f")
+    asked = []
+
+    def parse(self: HfApi, repo_id: str, filename: str, **kw: object) -> SafetensorsFileMetadata:
+        asked.append((repo_id, filename, kw.get("revision")))
+        tensors = {
+            n: TensorInfo(dtype=t.dtype, shape=list(t.shape), data_offsets=(0, t.nbytes))
+            for n, t in header.tensors.items()
+        }
+        return SafetensorsFileMetadata(metadata={}, tensors=tensors)
+
+    monkeypatch.setattr(HfApi, "parse_safetensors_file_metadata", parse)
+    store = LoraStore(LoraPolicy(hub_orgs=("someorg",)), tmp_path / "cache")
+    config = json.loads((tiny_path / "transformer" / "config.json").read_text())
+    assert store.check("someorg/styles/ink.safetensors", "loras[0]", config).format == "kohya"
+    assert asked == [("someorg/styles", "ink.safetensors", None)]

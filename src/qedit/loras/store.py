@@ -260,12 +260,13 @@ class LoraStore:
         cached = try_to_load_from_cache(source.repo_id or "", filename, revision=source.revision)
         if isinstance(cached, str):
             return read_header(Path(cached), field)
-        try:
-            meta = HfApi().get_safetensors_metadata(source.repo_id or "", filename=filename, revision=source.revision)
+        try:  # the header alone, by HTTP range requests
+            file_meta = HfApi().parse_safetensors_file_metadata(
+                source.repo_id or "", filename, revision=source.revision, timeout=self.header_timeout
+            )
         except Exception as e:
             raise InvalidInput(
                 f"cannot read {source.repo_id}/{filename} on the hub: {type(e).__name__}: {str(e)[:200]}", field=field
             ) from None
-        file_meta = meta.files_metadata.get(filename) or next(iter(meta.files_metadata.values()))
         tensors = {name: TensorInfo(dtype=t.dtype, shape=tuple(t.shape)) for name, t in file_meta.tensors.items()}
         return SafetensorsHeader(tensors=tensors, metadata=dict(file_meta.metadata or {}), header_bytes=0)

@@ -129,17 +129,12 @@ class Engine:
         scheduler_config = None
         fused = self.components.lightning_steps
         if params.fast is not None or fused is not None:
-            if params.fast is not None and fused is not None and params.fast != fused:
-                raise InvalidInput(
-                    f"{self.model_id} has the {fused}-step Lightning LoRA fused in; fast={params.fast} needs the "
-                    "base model",
-                    field="fast",
+            if params.fast is not None:
+                file = lightning.recipe_file(
+                    self.model_id, self.spec.lightning, params.fast, fused, self.lightning_dirs
                 )
-            if params.fast is not None and fused is None:
-                file = lightning.find(self.spec.lightning, params.fast, self.lightning_dirs)
-                if file is None:
-                    raise lightning.missing(self.spec.lightning, params.fast, self.lightning_dirs)
-                loras.insert(0, ActiveLora(store.trusted(file, "fast"), 1.0, "fast"))
+                if file is not None:
+                    loras.insert(0, ActiveLora(store.trusted(file, "fast"), 1.0, "fast"))
             steps = params.fast or params.num_inference_steps or fused or steps
             cfg = params.true_cfg_scale if params.true_cfg_scale is not None else lightning.CFG
             scheduler_config = lightning.scheduler_config(self.components.scheduler_config)

@@ -108,6 +108,21 @@ def missing(family: str, steps: int, dirs: tuple[Path, ...]) -> InvalidInput:
     )
 
 
+def recipe_file(model: str, family: str, fast: int, fused: int | None, dirs: tuple[Path, ...]) -> Path | None:
+    """The Lightning file ``fast`` loads, or None when ``model`` has that recipe fused in; the engine at
+    edit time and the CLI and API before queueing refuse the same way, naming ``fast``."""
+    if fused is not None:
+        if fast != fused:
+            raise InvalidInput(
+                f"{model} has the {fused}-step Lightning LoRA fused in; fast={fast} needs the base model", field="fast"
+            )
+        return None
+    file = find(family, fast, dirs)
+    if file is None:
+        raise missing(family, fast, dirs)
+    return file
+
+
 def scheduler_config(base: dict[str, Any]) -> dict[str, Any]:
     return {**base, **SCHEDULER_OVERRIDES}
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qedit.errors import InvalidInput, ModelLoadError, QeditError
+from qedit.errors import ModelLoadError, QeditError
 from qedit.loras import lightning
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, SPECS, ModelSpec, get_spec
 
@@ -131,13 +131,4 @@ def check_fast(model: str, snapshot: Path, fast: int, lightning_dirs: tuple[Path
     except QeditError:
         return
     fused = lightning.fused_steps(snapshot_name(model, snapshot), index, scheduler)
-    if fused is not None:
-        if fused != fast:
-            raise InvalidInput(
-                f"{model} has the {fused}-step Lightning LoRA fused in; fast={fast} needs the base model",
-                field="fast",
-            )
-        return
-    dirs = lightning.search_dirs(snapshot, lightning_dirs)
-    if lightning.find(spec.lightning, fast, dirs) is None:
-        raise lightning.missing(spec.lightning, fast, dirs)
+    lightning.recipe_file(model, spec.lightning, fast, fused, lightning.search_dirs(snapshot, lightning_dirs))

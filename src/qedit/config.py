@@ -18,7 +18,8 @@ DEFAULT_PRICE_PER_IMAGE = 0.0319  # the aggregator's list price, so usage report
 GIB = 1024**3
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/qedit``, else ``~/.local/share/qedit``: the service's files, the Lightning folder."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "qedit"
 
@@ -40,7 +41,7 @@ class Settings(BaseSettings):
     instant_steps: int = Field(default=4, ge=1, le=100, description="steps the 'instant' engine reports")
 
     # -- where things live --------------------------------------------------------------------------
-    data_dir: Path = Field(default_factory=_default_data_dir, description="inputs, outputs, SQLite db, secrets")
+    data_dir: Path = Field(default_factory=default_data_dir, description="inputs, outputs, SQLite db, secrets")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite in data_dir")
     public_url: str | None = Field(
         default=None, description="base of result URLs (behind a proxy); default: the URL the client called"

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from qedit.config import default_data_dir
 from qedit.errors import InvalidInput
 
 STEPS = (4, 8)
@@ -63,8 +64,7 @@ def default_dirs() -> tuple[Path, ...]:
     env = os.environ.get("QEDIT_LIGHTNING_DIR")
     if env:
         return tuple(Path(p).expanduser() for p in env.split(os.pathsep) if p)
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return (Path(base) / "qedit" / "lightning",)
+    return (default_data_dir() / "lightning",)
 
 
 def search_dirs(snapshot: Path | None, dirs: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from qedit.cli import flags_given, lora_flags
+from qedit.cli import engine_flags, flags_given, lora_flags
 from qedit.errors import InvalidInput
 from qedit.params import EditParams, parse_size, validate
 
@@ -125,6 +125,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, output_format: bool =
     m.add_argument(
         "--dtype", choices=("auto", "bf16", "fp16", "fp32"), help="weights' dtype (default: bf16 on GPU, fp32 on CPU)"
     )
+    engine_flags.add_engine_arguments(parser)
 
 
 def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
@@ -172,7 +173,10 @@ def load_engine(args: argparse.Namespace) -> EditEngine:
     from qedit.engine.pipeline import Engine
 
     return Engine.load(
-        getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None)
+        getattr(args, "model", None),
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
+        options=engine_flags.engine_options_from_args(args),
     )
 
 

@@ -12,7 +12,7 @@ the 20B transformer in fp32 and casting afterwards exhausts host memory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
 from qedit.errors import ModelLoadError
 from qedit.loras import lightning
+from qedit.models.options import EngineOptions
 from qedit.models.snapshot import detect_spec, read_json, snapshot_name
 from qedit.models.specs import SPECS, ModelSpec, get_spec
 
@@ -57,6 +58,7 @@ class Components:
     device: Any  # torch.device
     dtype: Any  # torch.dtype
     lightning_steps: int | None = None  # a snapshot with a Lightning LoRA fused in: its step count
+    options: EngineOptions = field(default_factory=EngineOptions)  # how it was loaded and runs
 
 
 def pick_device(device: str | None = None) -> str:
@@ -135,8 +137,18 @@ def _check_safetensors(file: Path) -> None:
         raise ModelLoadError(f"corrupt weights file {file}: {e}") from None
 
 
-def load(model: str, device: str | None = None, dtype: str | None = None, spec: str | None = None) -> Components:
-    """Locate, check and load a model; ``spec`` overrides the detected variant."""
+def load(
+    model: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    spec: str | None = None,
+    options: EngineOptions | None = None,
+) -> Components:
+    """Locate, check and load a model; ``spec`` overrides the detected variant.
+
+    ``options``' memory modes (quantisation, offload) are applied here, while the weights load;
+    a mode the device cannot run is refused before any weight is read.
+    """
     import torch
     from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
@@ -146,6 +158,8 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
     check_snapshot(path)
     model_spec = get_spec(spec) if spec else detect_spec(path)
     dev = pick_device(device)
+    options = options or EngineOptions()
+    options.check_device(dev)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
     fused = lightning.fused_steps(snapshot_name(model, path), read_json(path / "model_index.json"), scheduler_config)
@@ -181,4 +195,5 @@ def load(model: str, device: str | None = None, dtype: str | None = None, spec: 
         device=torch.device(dev),
         dtype=torch_dtype,
         lightning_steps=fused,
+        options=options,
     )

@@ -42,6 +42,7 @@ from qedit.errors import InvalidInput
 from qedit.loras import lightning
 from qedit.loras.options import LoraOptions
 from qedit.metadata import edit_metadata
+from qedit.models.options import EngineOptions
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.models.snapshot import default_model
 from qedit.models.specs import ModelSpec
@@ -92,8 +93,10 @@ class Engine:
         dtype: str | None = None,
         spec: str | None = None,
         loras: LoraOptions | None = None,
+        options: EngineOptions | None = None,
     ) -> Engine:
-        return cls(loader.load(model or default_model(), device=device, dtype=dtype, spec=spec), loras)
+        components = loader.load(model or default_model(), device=device, dtype=dtype, spec=spec, options=options)
+        return cls(components, loras)
 
     @property
     def spec(self) -> ModelSpec:
@@ -102,6 +105,10 @@ class Engine:
     @property
     def model_id(self) -> str:
         return self.components.model_id
+
+    @property
+    def options(self) -> EngineOptions:
+        return self.components.options
 
     @property
     def max_images(self) -> int:

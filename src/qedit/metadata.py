@@ -23,11 +23,14 @@ def edit_metadata(
     history: tuple[dict, ...] = (),
     parent: str | None = None,
     loras: tuple[dict, ...] = (),
+    engine_options: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Flat strings for the file's text chunks; ``params`` (JSON) re-runs the edit exactly.
 
     ``loras`` are the adapters that ran, each ``{name, sha256, scale}`` (the Lightning LoRA of a
-    ``fast`` edit among them), so a re-run can check it has the very same files.
+    ``fast`` edit among them), so a re-run can check it has the very same files. ``engine_options``
+    are the engine's modes under which pixels differ from the reference's (quantisation, step
+    caching: ``EngineOptions.changes_pixels``), so a result says how it was made.
     """
     # fast fixes steps and cfg itself: recording them too would make the params a conflict
     update = {"seed": seed, "num_images": 1}
@@ -53,6 +56,8 @@ def edit_metadata(
         meta["loras"] = json.dumps(list(loras), ensure_ascii=False)
     if params.fast is not None:
         meta["fast"] = str(params.fast)
+    if engine_options:
+        meta["engine_options"] = json.dumps(engine_options, ensure_ascii=False)
     return meta
 
 

@@ -3,7 +3,8 @@
 The prompt goes through the VL model's chat template with the images' vision tokens in front
 (``ModelSpec.build_prompt``); the last hidden state is taken, padding removed and the 64-token
 system prefix dropped, as the reference does. Positive and negative conditioning are kept apart
-(``Conditioning``) so the denoiser can skip the negative branch when CFG is off.
+(``Conditioning``) so the denoiser can skip the negative branch when CFG is off; true CFG runs
+when scale > 1 and a negative prompt exists (" " suffices), as in the reference.
 """
 
 from __future__ import annotations
@@ -61,15 +62,6 @@ def encode_text(components: Components, prompt: str, images: tuple[Image.Image, 
     valid = inputs["attention_mask"].bool()
     embeds = hidden[valid][PROMPT_TEMPLATE_DROP:].unsqueeze(0)  # (1, T, D): padding and system prefix removed
     return TextEmbedding(embeds=embeds.to(components.text_encoder.dtype), mask=None)
-
-
-def encode_conditioning(
-    components: Components, prompt: str, negative_prompt: str | None, images: tuple[Image.Image, ...], cfg: float
-) -> Conditioning:
-    """True CFG runs when scale > 1 and a negative prompt exists (" " suffices), as in the reference."""
-    positive = encode_text(components, prompt, images)
-    negative = encode_text(components, negative_prompt, images) if cfg > 1.0 and negative_prompt is not None else None
-    return Conditioning(positive=positive, negative=negative)
 
 
 @torch.inference_mode()

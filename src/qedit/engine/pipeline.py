@@ -1,4 +1,4 @@
-"""``Engine.edit``: the stages in order (the ``# N`` comments in ``Engine.edit``).
+"""``Engine.edit`` and ``Engine.edit_batch``: the stages in order (the ``# N`` comments below).
 
     1. plan        parameters -> defaults from the model spec, one seed per output; prompt lengths;
                    LoRAs resolved to files, the fast (Lightning) recipe, the adapters switched on
@@ -7,20 +7,27 @@
                    edit mask (user mask or boxes)
     3. prepare     sizes and tensors (``preprocess``, with ``geometry``)
     4. encode      instruction + images through Qwen2.5-VL; references through the VAE, once per
-                   call (``encode``); the edit mask at the latent grid
-    5. denoise     per output: noise from its seed, schedule, the loop: CFG, mask, callbacks, cancel
-                   (``latents``, ``denoise``)
+                   call and reused across calls for the same inputs (``encode``, ``reuse``); the
+                   edit mask at the latent grid
+    5. denoise     per output: noise from its seed, schedule, the loop: CFG (in one call or two),
+                   mask, callbacks, cancel (``latents``, ``denoise``)
     6. decode      VAE decode at the working size (``decode``)
     7. finish      exact geometry back, untouched pixels restored, output size (``postprocess``);
                    metadata
 
 Stages 1 and 2 only fill in and check, and are methods here; stages 3-7 are modules with typed
 inputs and outputs, whose docstrings carry the same numbers. This file only wires them.
+
+Stages 1-4 run per edit (``_stage``), 6-7 per output (``_finish``). Stage 5 differs: ``edit`` runs
+an edit's outputs one after another, each a batch of one row, so every output is the reference's
+to the bit; ``edit_batch`` (the worker's request batching) puts every output of several compatible
+edits in one batch, equal to their one-by-one runs within float rounding.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,17 +38,19 @@ from qedit import masks
 from qedit.engine import loader
 from qedit.engine.adapters import ActiveLora, Adapters
 from qedit.engine.decode import decode
-from qedit.engine.denoise import DenoiseInputs, LatentMask, denoise
-from qedit.engine.encode import Conditioning, check_prompt_length, encode_conditioning, encode_reference
+from qedit.engine.denoise import Group, LatentMask, PassCount, Row, Schedule, denoise
+from qedit.engine.encode import Conditioning, TextEmbedding, check_prompt_length, encode_reference, encode_text
 from qedit.engine.latents import make_scheduler, noise, pack, timesteps
 from qedit.engine.loader import Components
 from qedit.engine.postprocess import finish
 from qedit.engine.preprocess import Prepared, prepare
+from qedit.engine.reuse import EncodingCache, images_digest, tensor_digest
 from qedit.engine.timing import Stopwatch
-from qedit.errors import InvalidInput
+from qedit.errors import EditCancelled, InvalidInput, QeditError
 from qedit.loras import lightning
 from qedit.loras.options import LoraOptions
 from qedit.metadata import edit_metadata
+from qedit.models.batching import BatchItem, request_key
 from qedit.models.options import EngineOptions
 from qedit.models.protocol import CancelToken, EditedImage, EditRequest, EditResult, StepCallback
 from qedit.models.snapshot import default_model
@@ -84,6 +93,7 @@ class Engine:
             max_loaded=self.lora_options.max_loaded,
             max_bytes=self.lora_options.max_loaded_bytes,
         )
+        self.encodings = EncodingCache(components.options.text_cache)  # prompt+images encoded once (reuse)
 
     @classmethod
     def load(
@@ -179,10 +189,21 @@ class Engine:
         return prepare(self.spec, images, request.params.size, request.params.fit, working)
 
     def encode(self, prompt: str, negative: str, prepared: Prepared, cfg: float) -> Conditioning:
-        return encode_conditioning(self.components, prompt, negative, prepared.condition_images, cfg)
+        """The instruction (and the negative, with CFG) with the condition images; reused when seen before."""
+        images = prepared.condition_images
+        digest = images_digest(images)
+
+        def text(p: str) -> TextEmbedding:
+            return self.encodings.get(("text", p, digest), lambda: encode_text(self.components, p, images))
+
+        use_negative = cfg > 1.0 and negative is not None
+        return Conditioning(positive=text(prompt), negative=text(negative) if use_negative else None)
 
     def encode_references(self, prepared: Prepared) -> References:
-        return References(tuple(pack(encode_reference(self.components, t)) for t in prepared.vae_images))
+        def one(t: torch.Tensor) -> torch.Tensor:
+            return self.encodings.get(("vae", tensor_digest(t)), lambda: pack(encode_reference(self.components, t)))
+
+        return References(tuple(one(t) for t in prepared.vae_images))
 
     def latent_mask(self, edit_mask: masks.EditMask, prepared: Prepared, references: References) -> LatentMask:
         """The region that may change (mask grown and feathered), binarised at the latent grid."""
@@ -198,7 +219,23 @@ class Engine:
             raise InvalidInput("a mask needs the output's working size to follow the edited image", field="mask")
         return LatentMask(mask=m, image_latents=image_latents)
 
-    def denoise_one(
+    def schedule(self, plan: EditPlan, prepared: Prepared, references: References):  # -> (scheduler, Schedule)
+        """A fresh scheduler set for this edit's steps and size, cut to ``strength``'s share of it."""
+        c = self.components
+        width, height = prepared.working
+        scheduler = make_scheduler(plan.scheduler_config or c.scheduler_config, plan.steps)
+        ts = timesteps(scheduler, plan.steps, (height // 16) * (width // 16), c.device)
+        strength = plan.params.strength
+        if strength < 1.0:
+            t_start = int(max(plan.steps - min(plan.steps * strength, plan.steps), 0))
+            if t_start >= plan.steps:
+                raise InvalidInput(f"{strength} leaves no denoising step with {plan.steps} steps", field="strength")
+            ts = ts[t_start:]
+        scheduler.set_begin_index(len(scheduler.timesteps) - len(ts))
+        img_shapes = [(1, height // 16, width // 16), *prepared.reference_shapes]
+        return scheduler, Schedule(img_shapes=img_shapes, timesteps=ts, cfg=plan.cfg, batch_cfg=self.batch_cfg)
+
+    def row(
         self,
         seed: int,
         plan: EditPlan,
@@ -206,44 +243,72 @@ class Engine:
         conditioning: Conditioning,
         references: References,
         latent_mask: LatentMask | None,
-        on_step: StepCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> torch.Tensor:
+        scheduler,
+        schedule: Schedule,
+        group: int = 0,
+    ) -> Row:
+        """One output's start: noise from its seed, or (strength < 1) the kept image re-noised with it."""
         c = self.components
-        scheduler = make_scheduler(plan.scheduler_config or c.scheduler_config, plan.steps)
         start_noise = noise(seed, prepared.working, c.device, conditioning.positive.embeds.dtype)
-        ts = timesteps(scheduler, plan.steps, start_noise.shape[1], c.device)
         latents = start_noise
-        strength = plan.params.strength
-        if strength < 1.0:
-            t_start = int(max(plan.steps - min(plan.steps * strength, plan.steps), 0))
-            if t_start >= plan.steps:
-                raise InvalidInput(f"{strength} leaves no denoising step with {plan.steps} steps", field="strength")
-            ts = ts[t_start:]
+        if plan.params.strength < 1.0:
             kept = latent_mask.image_latents if latent_mask is not None else references.packed[-1]
             if kept.shape != start_noise.shape:
                 raise InvalidInput("strength < 1 needs the output size to follow the edited image", field="strength")
-            latents = scheduler.scale_noise(kept, ts[:1], start_noise)
-        scheduler.set_begin_index(len(scheduler.timesteps) - len(ts))
-        width, height = prepared.working
-        img_shapes = [(1, height // 16, width // 16), *prepared.reference_shapes]
-        inputs = DenoiseInputs(
+            latents = scheduler.scale_noise(kept, schedule.timesteps[:1], start_noise)
+        return Row(
             latents=latents,
             noise=start_noise,
             references=references.joined,
-            img_shapes=img_shapes,
-            timesteps=ts,
-            cfg=plan.cfg,
+            positive=conditioning.positive,
+            negative=conditioning.negative,
             mask=latent_mask,
+            group=group,
         )
-        return denoise(c.transformer, scheduler, inputs, conditioning, on_step, cancel)
+
+    @property
+    def batch_cfg(self) -> bool:
+        """Both CFG branches in one call: where asked, or (auto) on CUDA, where it is faster (docs/speed.md)."""
+        mode = self.options.cfg_batch
+        return mode == "on" or (mode == "auto" and self.components.device.type == "cuda")
 
     # -- the whole edit ---------------------------------------------------------------------
 
     def edit(
         self, request: EditRequest, *, on_step: StepCallback | None = None, cancel: CancelToken | None = None
     ) -> EditResult:
-        watch = Stopwatch()
+        """One edit; its outputs are denoised one after another, each exactly as the reference would."""
+        result = self._run([BatchItem(request, on_step, cancel)], batched=False)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def edit_batch(self, items: Sequence[BatchItem]) -> list[EditResult | Exception]:
+        """Compatible edits (``request_key``) denoised together: every output of every edit is a row of
+        one batch. Each item's outcome is its own: a refused or cancelled item leaves the others running."""
+        keys = {request_key(item.request) for item in items}
+        if len(keys) > 1:
+            raise ValueError(f"edit_batch needs edits with one batch_key; got {len(keys)} different ones")
+        return self._run(list(items), batched=True)
+
+    def _run(self, items: list[BatchItem], *, batched: bool) -> list[EditResult | Exception]:
+        watches = [Stopwatch() for _ in items]
+        outcomes: list[EditResult | Exception | None] = [None] * len(items)
+        staged: list[_Staged] = []
+        for k, item in enumerate(items):  # 1-4 per edit; an edit refused here leaves the batch
+            try:
+                staged.append(self._stage(k, item, watches[k]))
+            except (QeditError, EditCancelled) as e:
+                outcomes[k] = e
+        if staged:
+            self.adapters.activate(staged[0].plan.loras)  # one LoRA set per batch (batch_key)
+            for edit, outputs in self._denoise(staged, batched):
+                outcomes[edit.index] = self._finish(edit, outputs, watches[edit.index])
+        return [o if o is not None else EditCancelled("cancelled") for o in outcomes]
+
+    def _stage(self, index: int, item: BatchItem, watch: Stopwatch) -> _Staged:
+        watch.restart()
+        request = item.request
         params = request.params
         plan = self.plan(params)  # 1
         self.adapters.activate(plan.loras)
@@ -254,23 +319,87 @@ class Engine:
         references = self.encode_references(prepared)
         latent_mask = self.latent_mask(edit_mask, prepared, references) if edit_mask is not None else None
         watch.lap("encode")
-        outputs = []
-        n = len(plan.seeds)
-        for k, seed in enumerate(plan.seeds):
+        return _Staged(index, item, plan, prepared, conditioning, references, edit_mask, latent_mask)
+
+    def _denoise(self, staged: list[_Staged], batched: bool):  # -> Iterator[(edit, [(seed, latents | error, count)])]
+        """Stage 5 for every output: one batch of all rows, or (``edit``) one row at a time."""
+        first = staged[0]
+        if batched:
+            scheduler, schedule = self.schedule(first.plan, first.prepared, first.references)
+            rows, owners = [], []
+            for g, edit in enumerate(staged):
+                for seed in edit.plan.seeds:
+                    rows.append(
+                        self.row(
+                            seed,
+                            edit.plan,
+                            edit.prepared,
+                            edit.conditioning,
+                            edit.references,
+                            edit.latent_mask,
+                            scheduler,
+                            schedule,
+                            g,
+                        )
+                    )
+                    owners.append((g, seed))
+            groups = [Group(e.item.on_step, e.item.cancel) for e in staged]
+            count = PassCount()
+            latents = denoise(self.components.transformer, scheduler, schedule, rows, groups, count)
+            for g, edit in enumerate(staged):
+                mine = [(seed, latents[r]) for r, (owner, seed) in enumerate(owners) if owner == g]
+                yield edit, [(seed, out, count.calls, count.passes.get(g, 0)) for seed, out in mine]
+            return
+        edit = first  # one edit: outputs one after another, progress counted over all of them
+        n = len(edit.plan.seeds)
+        results = []
+        for k, seed in enumerate(edit.plan.seeds):
             step_cb = None
-            if on_step is not None:
+            if edit.item.on_step is not None:
+                outer = edit.item.on_step
 
-                def step_cb(step: int, total: int, elapsed: float, k: int = k) -> None:
-                    on_step(k * total + step, n * total, elapsed)
+                def step_cb(step: int, total: int, elapsed: float, k: int = k, outer=outer) -> None:
+                    outer(k * total + step, n * total, elapsed)
 
-            latents = self.denoise_one(  # 5
-                seed, plan, prepared, conditioning, references, latent_mask, step_cb, cancel
+            scheduler, schedule = self.schedule(edit.plan, edit.prepared, edit.references)  # 5
+            row = self.row(
+                seed,
+                edit.plan,
+                edit.prepared,
+                edit.conditioning,
+                edit.references,
+                edit.latent_mask,
+                scheduler,
+                schedule,
             )
-            watch.lap("denoise")
-            working_image = decode(self.components.vae, latents, prepared.working)  # 6
+            count = PassCount()
+            out = denoise(
+                self.components.transformer, scheduler, schedule, [row], [Group(step_cb, edit.item.cancel)], count
+            )[0]
+            results.append((seed, out, count.calls, count.passes.get(0, 0)))
+            if isinstance(out, Exception):
+                break
+        yield edit, results
+
+    def _finish(self, edit: _Staged, outputs, watch: Stopwatch) -> EditResult | Exception:
+        """Stages 6-7 for each output of one edit, and its metadata."""
+        watch.lap("denoise")
+        params, request, plan = edit.plan.params, edit.item.request, edit.plan
+        images, stats = [], {"transformer_calls": 0, "transformer_passes": 0}
+        for seed, latents, calls, passes in outputs:
+            stats["transformer_calls"] += calls
+            stats["transformer_passes"] += passes
+            if isinstance(latents, Exception):
+                return latents
+            working_image = decode(self.components.vae, latents, edit.prepared.working)  # 6
             watch.lap("decode")
             image = finish(  # 7
-                working_image, prepared.geometry, request.images[-1], prepared.out_size, params, edit_mask
+                working_image,
+                edit.prepared.geometry,
+                request.images[-1],
+                edit.prepared.out_size,
+                params,
+                edit.edit_mask,
             )
             meta = edit_metadata(
                 params,
@@ -282,7 +411,23 @@ class Engine:
                 history=request.history,
                 parent=request.parent,
                 loras=tuple(a.record() for a in plan.loras),
+                engine_options=self.options.changes_pixels(),
             )
-            outputs.append(EditedImage(image=image, seed=seed, metadata=meta))
+            images.append(EditedImage(image=image, seed=seed, metadata=meta))
             watch.lap("postprocess")
-        return EditResult(outputs=tuple(outputs), model=self.model_id, timings=watch.timings)
+        stats["text_cache_hits"] = self.encodings.hits
+        return EditResult(outputs=tuple(images), model=self.model_id, timings=watch.timings, stats=stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """An edit through stages 1-4, ready for the denoising batch."""
+
+    index: int
+    item: BatchItem
+    plan: EditPlan
+    prepared: Prepared
+    conditioning: Conditioning
+    references: References
+    edit_mask: masks.EditMask | None
+    latent_mask: LatentMask | None

@@ -16,3 +16,7 @@ class Stopwatch:
         now = time.perf_counter()
         self.timings[name] = self.timings.get(name, 0.0) + now - self._t
         self._t = now
+
+    def restart(self) -> None:
+        """Start counting from now (an edit of a batch starts when its turn comes)."""
+        self._t = time.perf_counter()

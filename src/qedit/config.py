@@ -7,6 +7,7 @@ Nothing reads the environment at import time: ``Settings()`` is called by ``qedi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,8 +15,23 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qedit.errors import InvalidInput
+from qedit.models.options import CfgBatch, EngineOptions, Offload, Quantize, StepCache
+
 DEFAULT_PRICE_PER_IMAGE = 0.0319  # the aggregator's list price, so usage reports read like a bill
 GIB = 1024**3
+_ENGINE = EngineOptions()  # the defaults of the engine options live there, once
+
+SETTING_OF_OPTION = {"cache": "step_cache"}
+"""``EngineOptions`` field -> settings field, where they differ: ``QEDIT_CACHE`` is the model cache's folder."""
+
+
+class SettingError(ValueError):
+    """A refused value found by a check across settings; names the setting, so the message can name its variable."""
+
+    def __init__(self, message: str, field: str, value: Any) -> None:
+        super().__init__(message)
+        self.field, self.value = field, value
 
 
 def default_data_dir() -> Path:
@@ -39,6 +55,25 @@ class Settings(BaseSettings):
     dtype: str | None = None
     instant_step_delay: float = Field(default=0.0, ge=0.0, le=10.0, description="seconds per step of 'instant'")
     instant_steps: int = Field(default=4, ge=1, le=100, description="steps the 'instant' engine reports")
+
+    # -- how the engine runs (qedit.models.options.EngineOptions; checked there, docs/speed.md) -----
+    offload: Offload = Field(default=_ENGINE.offload, description="none, model, group or sequential (CUDA only)")
+    quantize: Quantize = Field(default=_ENGINE.quantize, description="the transformer's weights: none, int8, fp8, ...")
+    gguf_file: Path | None = Field(default=_ENGINE.gguf_file, description="transformer weights as GGUF (quantize=gguf)")
+    step_cache: StepCache = Field(
+        default=_ENGINE.cache, description="EngineOptions.cache: none, dbcache or taylorseer (QEDIT_STEP_CACHE)"
+    )
+    cache_threshold: float = Field(default=_ENGINE.cache_threshold, description="the step cache's residual threshold")
+    cache_warmup: int = Field(default=_ENGINE.cache_warmup, description="steps always computed before reusing one")
+    compile: bool = Field(default=_ENGINE.compile, description="torch.compile the repeated transformer blocks")
+    cfg_batch: CfgBatch = Field(default=_ENGINE.cfg_batch, description="both CFG branches in one call: auto, on, off")
+    text_cache: int = Field(default=_ENGINE.text_cache, description="prompt encodings kept for reuse; 0 = off")
+    batch_size: int = Field(
+        default=1, ge=1, le=16, description="queued compatible tasks a worker denoises together; 1 = no batching"
+    )
+    batch_wait: float = Field(
+        default=0.05, ge=0.0, le=5.0, description="seconds a worker waits for compatible tasks to fill a batch"
+    )
 
     # -- where things live --------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir, description="inputs, outputs, SQLite db, secrets")
@@ -140,6 +175,25 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _engine(self) -> Settings:
+        """The engine options checked where they are defined (``EngineOptions.check``), now, not at load."""
+        try:
+            options = self.engine_options()
+            if self.device and self.model != "instant":
+                options.check_device(self.device)
+        except InvalidInput as e:
+            field = SETTING_OF_OPTION.get(e.field or "", e.field or "")
+            raise SettingError(e.message, field, getattr(self, field, None)) from None
+        if self.batch_size > 1 and self.batch_wait > self.lease_seconds / 4:
+            raise SettingError(
+                f"must be at most a quarter of lease_seconds ({self.lease_seconds}): the first task of a batch "
+                "holds its lease while it waits",
+                "batch_wait",
+                self.batch_wait,
+            )
+        return self
+
+    @model_validator(mode="after")
     def _data_dir_defaults(self) -> Settings:
         """Defaults that live under ``data_dir``, which is itself a setting."""
         if self.lora_dirs is None:
@@ -149,6 +203,11 @@ class Settings(BaseSettings):
         if self.lightning_dirs is None:
             self.lightning_dirs = [self.data_dir / "lightning"]
         return self
+
+    def engine_options(self) -> EngineOptions:
+        """The one ``EngineOptions`` the worker loads its engine with (and ``/readyz``, ``/metrics`` report)."""
+        names = [f.name for f in dataclasses.fields(EngineOptions)]
+        return EngineOptions(**{name: getattr(self, SETTING_OF_OPTION.get(name, name)) for name in names})
 
     @property
     def db_url(self) -> str:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 
+from qedit.api.app import create_app
+from qedit.config import Settings
 from tests.support.images import b64, png_bytes
 from tests.support.server import Server, wait_status
 
@@ -72,3 +77,42 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_readyz_and_metrics_report_the_engine_options_and_batching(tmp_path: Path) -> None:
+    settings = Settings(
+        model="instant",
+        data_dir=tmp_path,
+        auth="none",
+        quantize="int8",
+        step_cache="dbcache",
+        cache_threshold=0.12,
+        batch_size=3,
+        batch_wait=2.0,
+        instant_step_delay=0.02,
+    )
+    with TestClient(create_app(settings)) as c:
+        deadline = time.monotonic() + 20
+        while (ready := c.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        engine = ready.json()["engine"]
+        assert engine["model"] == "instant" and (engine["batch_size"], engine["batch_wait"]) == (3, 2.0)
+        assert engine["options"] == {
+            "offload": "none",
+            "quantize": "int8",
+            "gguf_file": None,
+            "cache": "dbcache",
+            "cache_threshold": 0.12,
+            "cache_warmup": 8,
+            "compile": False,
+            "cfg_batch": "auto",
+            "text_cache": 16,
+        }
+        body = {"prompt": "x", "images": [b64(png_bytes())]}
+        ids = [c.post("/v1/edits", json={**body, "seed": i}).json()["id"] for i in range(3)]
+        assert [wait_status(c, i)["status"] for i in ids] == ["completed"] * 3
+        text = c.get("/metrics").text
+    info = next(line for line in text.splitlines() if line.startswith("qedit_engine_info{"))
+    for label in ('model="instant"', 'quantize="int8"', 'cache="dbcache"', 'cache_threshold="0.12"', 'batch_size="3"'):
+        assert label in info, info
+    assert "qedit_batch_size_count 1.0" in text and "qedit_batch_size_sum 3.0" in text  # one run of 3 tasks

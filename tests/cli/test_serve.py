@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -63,3 +64,29 @@ def test_keys_are_required_by_default(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_engine_and_batching_flags_reach_readyz(tmp_path: Path) -> None:
+    proc, url = _serve(tmp_path, "--no-auth", "--cache", "dbcache", "--cfg-batch", "off", "--batch-size", "4")
+    try:
+        engine = httpx.get(url + "/readyz").json()["engine"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert engine["options"]["cache"] == "dbcache" and engine["options"]["cfg_batch"] == "off"
+    assert (engine["batch_size"], engine["batch_wait"]) == (4, 0.05)
+
+
+def test_a_bad_engine_variable_stops_serve_with_one_line_naming_it(tmp_path: Path) -> None:
+    qedit = Path(sys.executable).with_name("qedit")
+    env = {**os.environ, "QEDIT_QUANTIZE": "int4"}
+    out = subprocess.run(
+        [str(qedit), "serve", "--model", "instant", "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("qedit serve: error: QEDIT_QUANTIZE") and "'int4'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr

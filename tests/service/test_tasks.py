@@ -71,3 +71,12 @@ def test_list_pages_newest_first(tasks: TaskStore) -> None:
     assert [t.id for t in page] == ids[::-1][:2]
     rest = tasks.list_tasks(limit=10, before=(page[-1].created_at, page[-1].id))
     assert [t.id for t in rest] == ids[::-1][2:]
+
+
+def test_queued_lists_tasks_waiting_for_a_first_run_oldest_first(tasks: TaskStore) -> None:
+    running, cancelled, a, b, c = add(tasks, 5)
+    assert tasks.claim("w", 60, task_id=running) is not None
+    tasks.request_cancel(cancelled)
+    assert [t.id for t in tasks.queued()] == [a, b, c]
+    assert [t.id for t in tasks.queued(exclude=[a, running])] == [b, c]
+    assert [t.id for t in tasks.queued(limit=1)] == [a]

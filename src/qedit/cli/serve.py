@@ -9,6 +9,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qedit.cli.engine_flags import add_engine_arguments
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Request batching in the worker (docs/service.md#batching); shared with ``qedit worker``."""
+    g = parser.add_argument_group("request batching")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="denoise up to N queued tasks that share size, steps, CFG and LoRAs together (default 1 = off)",
+    )
+    g.add_argument(
+        "--batch-wait",
+        type=float,
+        metavar="S",
+        help="seconds a worker waits for compatible tasks to fill a batch (default 0.05)",
+    )
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -53,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="a folder of Lightning LoRA files for --fast (repeatable; default DATA_DIR/lightning)",
     )
+    add_engine_arguments(p)
+    add_batch_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 

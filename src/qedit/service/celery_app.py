@@ -3,7 +3,9 @@
 Settings that make a broker safe for long GPU tasks: ``acks_late`` (a message is acknowledged
 after the task ran, so a worker killed mid-task leaves it to be redelivered), prefetch 1 (a busy
 worker does not hoard queued tasks), ``reject_on_worker_lost``. Redelivery can repeat a message;
-the store's atomic claim makes a repeat a no-op.
+the store's atomic claim makes a repeat a no-op. So it does for the message of a task a batching
+worker (``QEDIT_BATCH_SIZE``) already claimed from the store to run with another's: the batch takes
+compatible queued tasks without waiting for their messages, which then find them taken or finished.
 """
 
 from __future__ import annotations

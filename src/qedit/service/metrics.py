@@ -3,13 +3,17 @@
 Queue depth and failures by reason are read from the task store at scrape time, so they are right
 whichever process ran the tasks (embedded thread or Celery worker). The latency histograms are
 observed where tasks finish: in this process for embedded mode; a Celery worker exposes its own.
+So are the engine's description (``qedit_engine_info``: the options its worker loads it with) and
+what its runs were made of (batch sizes, transformer passes and passes the step cache skipped):
+they belong to the process that runs the engine, and an API process without workers has none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -17,6 +21,15 @@ from qedit.service.records import ACTIVE
 from qedit.service.tasks import TaskStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
+PASS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _label(value: Any) -> str:
+    """None -> "", booleans as JSON writes them (``compile="false"``), the rest as ``str``."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class _StoreCollector(Collector):
@@ -67,3 +80,30 @@ class Metrics:
             "qedit_requests_rejected", "requests refused before queueing, by reason", ["reason"], registry=self.registry
         )
         self.engine_ready = Gauge("qedit_engine_ready", "1 once the model is loaded", registry=self.registry)
+        self.engine_info = Info(
+            "qedit_engine", "the model and options this process's workers run with", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "qedit_batch_size", "tasks per engine run (1 = alone)", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.transformer_passes = Histogram(
+            "qedit_transformer_passes", "transformer passes per edit", buckets=PASS_BUCKETS, registry=self.registry
+        )
+        self.cached_passes = Histogram(
+            "qedit_cached_passes",
+            "transformer passes per edit the step cache answered instead",
+            buckets=PASS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def describe_engine(self, model: str, options: Mapping[str, Any], batch_size: int, batch_wait: float) -> None:
+        """``qedit_engine_info{model=...,quantize=...,batch_size=...} 1``: label values are strings."""
+        labels = {"model": model, **options, "batch_size": batch_size, "batch_wait": batch_wait}
+        self.engine_info.info({k: _label(v) for k, v in labels.items()})
+
+    def observe_stats(self, stats: Mapping[str, int]) -> None:
+        """An edit's counters, where its engine reports them (``EditResult.stats``)."""
+        if "transformer_passes" in stats:
+            self.transformer_passes.observe(stats["transformer_passes"])
+        if "cached_passes" in stats:
+            self.cached_passes.observe(stats["cached_passes"])

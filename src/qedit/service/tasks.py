@@ -201,6 +201,15 @@ class TaskStore:
                         return record(row)
         return None
 
+    def queued(self, limit: int = 64, exclude: Sequence[str] = ()) -> list[TaskRecord]:
+        """Tasks waiting for a first run, oldest first (a batching worker looks here for companions)."""
+        q = select(TaskRow).where(TaskRow.status == TaskStatus.CREATED, TaskRow.cancel_requested.is_(False))
+        if exclude:
+            q = q.where(TaskRow.id.not_in(list(exclude)))
+        q = q.order_by(TaskRow.created_at, TaskRow.id).limit(limit)
+        with self.db.transaction() as s:
+            return [record(r) for r in s.scalars(q)]
+
     def _give_up(self, task_id: str, attempt: int, now: float) -> None:
         with self.db.transaction() as s:
             s.execute(

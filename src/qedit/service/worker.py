@@ -4,6 +4,14 @@ imports the engine, and only when the engine is first needed.
 A worker owns a task through a lease it renews while running (on every step, and from a heartbeat
 thread during long stages without steps). It stops early when the lease is lost or a cancel was
 asked for; its completion is a conditional update, so a run that lost its lease is thrown away.
+
+Request batching (``batch_size`` > 1, an engine with ``edit_batch``): after claiming a task the
+worker waits up to ``batch_wait`` for queued tasks with the same ``batch_key`` (computed from the
+stored params and input sizes, without loading anything) and claims them too, so one engine run
+denoises them together. Each task of a batch keeps everything of its own: its lease and cancel
+token, its request (built, and refused, alone), its result or error, and its completion; only the
+engine call is shared. Batching trades up to ``batch_wait`` of latency for throughput: a GPU runs
+N rows of a step in little more than the time of one while it has room.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from qedit.config import Settings
 from qedit.errors import EditCancelled, QeditError
 from qedit.metadata import history_from_metadata
+from qedit.models.batching import BatchItem, batch_key, request_key
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
 from qedit.service.loras import lora_options
 from qedit.service.metrics import Metrics
@@ -50,7 +59,17 @@ def load_engine(settings: Settings) -> EditEngine:
         )
     from qedit.engine.pipeline import Engine
 
-    return Engine.load(settings.model, device=settings.device, dtype=settings.dtype, loras=loras)
+    return Engine.load(
+        settings.model, device=settings.device, dtype=settings.dtype, loras=loras, options=settings.engine_options()
+    )
+
+
+def task_batch_key(task: TaskRecord) -> Hashable:
+    """``batch_key`` of a stored task: its params, its inputs' recorded sizes, whether it has a mask."""
+    return batch_key(task.params, [(i.width, i.height) for i in task.inputs], task.mask is not None)
+
+
+Outcome = EditResult | Exception
 
 
 def worker_name(kind: str) -> str:
@@ -101,7 +120,9 @@ class _Lease:
 
 
 class Worker:
-    """Runs tasks from the store on one engine (loaded on first use)."""
+    """Runs tasks from the store on one engine (loaded on first use), batching compatible ones if asked."""
+
+    BATCH_POLL = 0.01  # seconds between looks for batch companions while ``batch_wait`` lasts
 
     def __init__(
         self,
@@ -121,6 +142,9 @@ class Worker:
         self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
         self._engine: EditEngine | None = None
         self._engine_lock = threading.Lock()
+        if self.metrics is not None:
+            s = self.settings
+            self.metrics.describe_engine(s.model, s.engine_options().describe(), s.batch_size, s.batch_wait)
 
     @property
     def engine(self) -> EditEngine:
@@ -138,46 +162,155 @@ class Worker:
         return self._engine is not None
 
     def run_next(self, task_id: str | None = None) -> TaskRecord | None:
-        """Claim one task (the oldest, or ``task_id``) and run it; None if there was nothing to run."""
+        """Claim one task (the oldest, or ``task_id``) and run it, batched with compatible queued tasks
+        when batching is on; None if there was nothing to run. Returns the claimed task as it ended."""
         engine = self.engine  # load before claiming: a lease must not expire while weights load
         task = self.tasks.claim(
             self.name, self.settings.lease_seconds, task_id=task_id, max_attempts=self.settings.max_attempts
         )
         if task is None:
             return None
-        self.run(task, engine)
+        self.run_batch([task, *self._companions(task, engine)], engine)
         return self.tasks.get(task.id)
 
     def run(self, task: TaskRecord, engine: EditEngine) -> None:
-        token = CancelToken()
+        """Run one claimed task to its end (completed, failed, cancelled, or lost to another worker)."""
+        self.run_batch([task], engine)
+
+    def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine) -> None:
+        """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end."""
         t0 = time.perf_counter()
-        outcome = "failed"
-        with _Lease(self.tasks, task, self.settings.lease_seconds, token) as lease:
+        with contextlib.ExitStack() as stack:
+            leases = [
+                stack.enter_context(_Lease(self.tasks, task, self.settings.lease_seconds, CancelToken()))
+                for task in tasks
+            ]
+            results = self._edit(engine, leases)
+            engine_seconds = time.perf_counter() - t0
+            outcomes = [
+                self._settle_guarded(lease, result, engine_seconds, len(tasks))
+                for lease, result in zip(leases, results, strict=True)
+            ]
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            log.info(
+                "task %s attempt %d: %s in %.2f s%s",
+                task.id,
+                task.attempt,
+                outcome,
+                time.perf_counter() - t0,
+                f" (batch of {len(tasks)})" if len(tasks) > 1 else "",
+            )
+            if outcome != "lost":
+                self._finished(task.id)
+
+    # -- batching -------------------------------------------------------------------------------------
+
+    def _companions(self, first: TaskRecord, engine: EditEngine) -> list[TaskRecord]:
+        """Queued tasks claimed to run with ``first``: same ``batch_key``, waiting at most ``batch_wait``."""
+        size = self.settings.batch_size
+        if size <= 1 or not callable(getattr(engine, "edit_batch", None)):
+            return []
+        key = task_batch_key(first)
+        deadline = time.monotonic() + self.settings.batch_wait
+        claimed: list[TaskRecord] = []
+        passed: set[str] = {first.id}  # other batches' tasks, and tasks someone else claimed first
+        while True:
+            for candidate in self.tasks.queued(limit=32 + 4 * size, exclude=sorted(passed)):
+                passed.add(candidate.id)
+                if task_batch_key(candidate) != key:
+                    continue
+                task = self.tasks.claim(
+                    self.name,
+                    self.settings.lease_seconds,
+                    task_id=candidate.id,
+                    max_attempts=self.settings.max_attempts,
+                )
+                if task is not None:
+                    claimed.append(task)
+                    if len(claimed) == size - 1:
+                        return claimed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return claimed
+            time.sleep(min(self.BATCH_POLL, left))
+
+    def _edit(self, engine: EditEngine, leases: Sequence[_Lease]) -> list[Outcome]:
+        """Each task's result or the exception that ended it; requests sharing a key run as one batch."""
+        results: dict[int, Outcome] = {}
+        groups: dict[Hashable, list[tuple[int, BatchItem]]] = {}
+        for i, lease in enumerate(leases):
             try:
-                result = engine.edit(self._request(task), on_step=lambda s, n, _e: lease.beat(s, n), cancel=token)
-                compute = time.perf_counter() - t0
-                outputs = self._write_outputs(task, result)
-                timings = self._timings(task, result, compute)
-                if self.tasks.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
-                    outcome = "completed"
-                else:  # lost the lease meanwhile: the attempt that owns the task writes its own files
-                    self._discard(outputs)
-                    outcome = "lost"
-            except EditCancelled:
-                if lease.lost:
-                    outcome = "lost"
-                else:
-                    self.tasks.finish_cancelled(task.id, task.attempt, time.perf_counter() - t0)
-                    outcome = "cancelled"
-            except QeditError as e:
-                self._fail(task, str(e), "invalid_input", time.perf_counter() - t0)
-            except Exception as e:
-                log.exception("task %s failed", task.id)
-                self._fail(task, f"{type(e).__name__}: {e}", "engine_error", time.perf_counter() - t0)
-        log.info("task %s attempt %d: %s in %.2f s", task.id, task.attempt, outcome, time.perf_counter() - t0)
-        if outcome == "lost":
-            return
-        final = self.tasks.get(task.id)
+                request = self._request(lease.task)
+            except Exception as e:  # this task's inputs alone: it fails, the others run
+                results[i] = e
+                continue
+            item = BatchItem(request, on_step=lambda s, n, _e, lease=lease: lease.beat(s, n), cancel=lease.token)
+            groups.setdefault(request_key(request), []).append((i, item))
+        for group in groups.values():
+            outcomes = self._edit_group(engine, [item for _, item in group])
+            results.update(zip((i for i, _ in group), outcomes, strict=True))
+        return [results[i] for i in range(len(leases))]
+
+    def _edit_group(self, engine: EditEngine, items: list[BatchItem]) -> list[Outcome]:
+        """One engine call: ``edit`` for one item, ``edit_batch`` for several; an error of the call is each item's."""
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(items))
+        try:
+            if len(items) == 1:
+                item = items[0]
+                return [engine.edit(item.request, on_step=item.on_step, cancel=item.cancel)]
+            outcomes = list(engine.edit_batch(items))  # type: ignore[attr-defined]
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"edit_batch returned {len(outcomes)} results for {len(items)} edits")
+            return outcomes
+        except Exception as e:
+            return [e] * len(items)
+
+    # -- the end of one task ---------------------------------------------------------------------------
+
+    def _settle_guarded(self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int) -> str:
+        """``_settle``, where a store that cannot be written to affects this task only: unrecorded, its
+        lease runs out and it is run again; the batch's other tasks are still recorded."""
+        try:
+            return self._settle(lease, result, engine_seconds, batch)
+        except Exception:
+            log.exception("could not record the end of task %s; it runs again when its lease ends", lease.task.id)
+            return "lost"
+
+    def _settle(self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int) -> str:
+        """Record one task's end (its files, then the conditional update); returns the outcome for the log.
+
+        ``engine_seconds`` is the engine call's wall time, the task's ``inference`` timing; its
+        ``compute_seconds`` (what usage reports) is its share of the call.
+        """
+        task = lease.task
+        compute = engine_seconds / batch
+        try:
+            if isinstance(result, Exception):
+                raise result
+            outputs = self._write_outputs(task, result)
+            timings = self._timings(task, result, engine_seconds)
+            if self.metrics is not None:
+                self.metrics.observe_stats(result.stats)
+            if self.tasks.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
+                return "completed"
+            self._discard(outputs)  # lost the lease meanwhile: the attempt that owns the task writes its own files
+            return "lost"
+        except EditCancelled:
+            if lease.lost:
+                return "lost"
+            self.tasks.finish_cancelled(task.id, task.attempt, compute)
+            return "cancelled"
+        except QeditError as e:
+            self._fail(task, str(e), "invalid_input", compute)
+        except Exception as e:
+            log.exception("task %s failed", task.id)
+            self._fail(task, f"{type(e).__name__}: {e}", "engine_error", compute)
+        return "failed"
+
+    def _finished(self, task_id: str) -> None:
+        """Metrics and the webhook of a task this worker ended."""
+        final = self.tasks.get(task_id)
         if final is not None:
             self._observe(final)
             if final.webhook_state == WebhookState.PENDING:

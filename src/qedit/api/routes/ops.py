@@ -1,6 +1,13 @@
-"""Liveness, readiness (the model is loaded) and Prometheus metrics."""
+"""Liveness, readiness (the model is loaded) and Prometheus metrics.
+
+``/readyz`` also says how the engine runs (``engine``: model, ``EngineOptions``, batching), read
+from this process's settings, so an operator can check what a deployment was started with; in
+Celery mode those are the API's settings, and each ``qedit worker`` reports its own in its metrics.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -9,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qedit import __version__
 from qedit.api.deps import ServicesDep
+from qedit.config import Settings
 
 router = APIRouter(tags=["ops"])
 
@@ -26,10 +34,20 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "status": "ready" if d.ready else ("error" if error else "loading"),
         "model": services.settings.model,
         "dispatch": services.settings.dispatch,
+        "engine": engine_description(services.settings),
     }
     if error:
         body["error"] = error
     return JSONResponse(body, status_code=200 if d.ready else 503)
+
+
+def engine_description(settings: Settings) -> dict[str, Any]:
+    return {
+        "model": settings.model,
+        "options": settings.engine_options().describe(),
+        "batch_size": settings.batch_size,
+        "batch_wait": settings.batch_wait,
+    }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -29,7 +29,15 @@ def download(hub_id: str) -> Path:
 
 def quiet_libraries() -> None:
     """diffusers/transformers print progress bars and deprecation chatter on every load; qedit
-    reports its own progress, so theirs is switched off (called at load time, not at import)."""
+    reports its own progress, so theirs is switched off (called at load time, not at import).
+
+    Call it before the first import of a diffusers model class: that import loads diffusers'
+    quantizers, which import torchao, whose registrations make torch's pytree warn about enums
+    and diffusers warn about torchao classes it looks for under older names.
+    """
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

@@ -150,10 +150,11 @@ def load(
     a mode the device cannot run is refused before any weight is read.
     """
     import torch
+
+    quiet_libraries()  # before diffusers' model classes are imported (see its docstring)
     from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
 
-    quiet_libraries()
     path, model_id = locate(model)
     check_snapshot(path)
     model_spec = get_spec(spec) if spec else detect_spec(path)

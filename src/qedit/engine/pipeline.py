@@ -300,8 +300,7 @@ class Engine:
                 staged.append(self._stage(k, item, watches[k]))
             except (QeditError, EditCancelled) as e:
                 outcomes[k] = e
-        if staged:
-            self.adapters.activate(staged[0].plan.loras)  # one LoRA set per batch (batch_key)
+        if staged:  # the adapters are the last staged edit's, which all share (batch_key)
             for edit, outputs in self._denoise(staged, batched):
                 outcomes[edit.index] = self._finish(edit, outputs, watches[edit.index])
         return [o if o is not None else EditCancelled("cancelled") for o in outcomes]

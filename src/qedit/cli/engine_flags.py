@@ -42,8 +42,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser | Any) -> None:
     g.add_argument(
         "--quantize",
         choices=QUANTIZE_MODES,
-        help="the transformer's weights: int8 (torchao weight-only; CPU too), fp8 (torchao, CUDA), "
-        "nf4 (bitsandbytes, CUDA), gguf (with --gguf FILE) (default none)",
+        help="the transformer's and text encoder's weights: int8 (torchao weight-only; CPU too), fp8 "
+        "(torchao, CUDA), nf4 (bitsandbytes, CUDA); gguf: the transformer from --gguf FILE (default none)",
     )
     g.add_argument("--gguf", dest="gguf_file", type=Path, metavar="FILE", help="transformer weights as a GGUF file")
     g.add_argument(

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qedit.engine import memory
 from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
-from qedit.errors import ModelLoadError
+from qedit.errors import ModelLoadError, QeditError
 from qedit.loras import lightning
 from qedit.models.options import EngineOptions
 from qedit.models.snapshot import detect_spec, read_json, snapshot_name
@@ -146,14 +147,15 @@ def load(
 ) -> Components:
     """Locate, check and load a model; ``spec`` overrides the detected variant.
 
-    ``options``' memory modes (quantisation, offload) are applied here, while the weights load;
-    a mode the device cannot run is refused before any weight is read.
+    ``options``' memory modes are applied by ``qedit.engine.memory``: quantisation while the weights
+    load, offload in place of moving them to the device (``components.device`` stays the device the
+    edit computes on). A mode the device cannot run is refused before any weight is read.
     """
     import torch
 
     quiet_libraries()  # before diffusers' model classes are imported (see its docstring)
-    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+    from diffusers import AutoencoderKLQwenImage
+    from transformers import Qwen2VLProcessor
 
     path, model_id = locate(model)
     check_snapshot(path)
@@ -161,18 +163,27 @@ def load(
     dev = pick_device(device)
     options = options or EngineOptions()
     options.check_device(dev)
+    memory.check(options)
     torch_dtype = pick_dtype(dev, dtype)
     scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
     fused = lightning.fused_steps(snapshot_name(model, path), read_json(path / "model_index.json"), scheduler_config)
     if fused is not None:
         log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)
-    log.info("loading %s (%s) on %s in %s", model_id, model_spec.name, dev, torch_dtype)
+    log.info(
+        "loading %s (%s) on %s in %s, quantize=%s, offload=%s",
+        model_id,
+        model_spec.name,
+        dev,
+        torch_dtype,
+        options.quantize,
+        options.offload,
+    )
     try:
-        transformer = QwenImageTransformer2DModel.from_pretrained(path / "transformer", dtype=torch_dtype)
+        transformer = memory.load_transformer(path, options, torch_dtype, dev)
         vae = AutoencoderKLQwenImage.from_pretrained(path / "vae", dtype=torch_dtype)
-        text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(path / "text_encoder", dtype=torch_dtype)
+        text_encoder = memory.load_text_encoder(path, options, torch_dtype, dev)
         processor = Qwen2VLProcessor.from_pretrained(path / "processor")
-    except ModelLoadError:
+    except QeditError:
         raise
     except Exception as e:
         raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
@@ -183,7 +194,8 @@ def load(
             model_spec.zero_cond_t,
         )
     for module in (transformer, vae, text_encoder):
-        module.to(dev).eval().requires_grad_(False)
+        module.eval().requires_grad_(False)
+    memory.place({"text_encoder": text_encoder, "transformer": transformer, "vae": vae}, options.offload, dev)
     return Components(
         spec=model_spec,
         model_id=model_id,

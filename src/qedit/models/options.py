@@ -66,6 +66,11 @@ class EngineOptions:
             raise InvalidInput("quantize=gguf needs the transformer's .gguf file", field="gguf_file")
         if self.gguf_file is not None and self.quantize != "gguf":
             raise InvalidInput(f"a GGUF file needs quantize=gguf (got {self.quantize})", field="gguf_file")
+        from qedit.models.footprint import unsupported  # the one rule on mode combinations
+
+        reason = unsupported(self.offload, self.quantize)
+        if reason:
+            raise InvalidInput(reason, field="offload")
         if not 0.0 < self.cache_threshold <= 1.0:
             raise InvalidInput(f"must be in (0, 1], got {self.cache_threshold}", field="cache_threshold")
         if not 0 <= self.cache_warmup <= 100:

@@ -19,9 +19,9 @@ CPU the work is the same and only the padding's mask is added, so ``EngineOption
 turns it on for CUDA only. The outputs differ from the two-call path by float rounding only.
 
 Each transformer call runs inside ``transformer.cache_context(...)``: "cond"/"uncond" as in the
-reference, "cfg" for the batched call. Cache hooks attached to the transformer (cache-dit,
-diffusers' FirstBlockCache) keep their state per context name; without the names they would mix
-the two CFG branches.
+reference, "cfg" for the batched call. diffusers' own cache hooks (FirstBlockCache) keep their
+state per context name; cache-dit (``qedit.engine.speed``) ignores the names and tells the
+branches apart by call order, so the conditional branch is always called first.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qedit.engine import memory
+from qedit.engine import memory, speed
 from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
 from qedit.errors import ModelLoadError, QeditError
@@ -196,6 +196,9 @@ def load(
     for module in (transformer, vae, text_encoder):
         module.eval().requires_grad_(False)
     memory.place({"text_encoder": text_encoder, "transformer": transformer, "vae": vae}, options.offload, dev)
+    if options.compile:
+        speed.compile_blocks(transformer)
+    speed.StepCache.attach(transformer, options)  # nothing when options.cache == "none"
     return Components(
         spec=model_spec,
         model_id=model_id,

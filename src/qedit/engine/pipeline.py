@@ -45,6 +45,7 @@ from qedit.engine.loader import Components
 from qedit.engine.postprocess import finish
 from qedit.engine.preprocess import Prepared, prepare
 from qedit.engine.reuse import EncodingCache, images_digest, tensor_digest
+from qedit.engine.speed import CacheCounts, cached_loop
 from qedit.engine.timing import Stopwatch
 from qedit.errors import EditCancelled, InvalidInput, QeditError
 from qedit.loras import lightning
@@ -344,10 +345,11 @@ class Engine:
                     owners.append((g, seed))
             groups = [Group(e.item.on_step, e.item.cancel) for e in staged]
             count = PassCount()
-            latents = denoise(self.components.transformer, scheduler, schedule, rows, groups, count)
+            with self._cached(schedule, rows) as cached:
+                latents = denoise(self.components.transformer, scheduler, schedule, rows, groups, count)
             for g, edit in enumerate(staged):
                 mine = [(seed, latents[r]) for r, (owner, seed) in enumerate(owners) if owner == g]
-                yield edit, [(seed, out, count.calls, count.passes.get(g, 0)) for seed, out in mine]
+                yield edit, [(seed, out, count.calls, count.passes.get(g, 0), cached) for seed, out in mine]
             return
         edit = first  # one edit: outputs one after another, progress counted over all of them
         n = len(edit.plan.seeds)
@@ -372,22 +374,34 @@ class Engine:
                 schedule,
             )
             count = PassCount()
-            out = denoise(
-                self.components.transformer, scheduler, schedule, [row], [Group(step_cb, edit.item.cancel)], count
-            )[0]
-            results.append((seed, out, count.calls, count.passes.get(0, 0)))
+            with self._cached(schedule, [row]) as cached:
+                group = Group(step_cb, edit.item.cancel)
+                out = denoise(self.components.transformer, scheduler, schedule, [row], [group], count)[0]
+            results.append((seed, out, count.calls, count.passes.get(0, 0), cached))
             if isinstance(out, Exception):
                 break
         yield edit, results
+
+    def _cached(self, schedule: Schedule, rows: list[Row]):  # -> ContextManager[CacheCounts | None]
+        """The step cache's state made fresh for one loop (cache-dit needs the loop's CFG shape)."""
+        return cached_loop(
+            self.components.transformer,
+            len(schedule.timesteps),
+            cfg=rows[0].negative is not None,
+            batched_cfg=schedule.batch_cfg,
+        )
 
     def _finish(self, edit: _Staged, outputs, watch: Stopwatch) -> EditResult | Exception:
         """Stages 6-7 for each output of one edit, and its metadata."""
         watch.lap("denoise")
         params, request, plan = edit.plan.params, edit.item.request, edit.plan
         images, stats = [], {"transformer_calls": 0, "transformer_passes": 0}
-        for seed, latents, calls, passes in outputs:
+        cache = CacheCounts()
+        for seed, latents, calls, passes, cached in outputs:
             stats["transformer_calls"] += calls
             stats["transformer_passes"] += passes
+            if cached is not None:
+                cache = cache + cached
             if isinstance(latents, Exception):
                 return latents
             working_image = decode(self.components.vae, latents, edit.prepared.working)  # 6
@@ -415,6 +429,9 @@ class Engine:
             images.append(EditedImage(image=image, seed=seed, metadata=meta))
             watch.lap("postprocess")
         stats["text_cache_hits"] = self.encodings.hits
+        if self.options.cache != "none":
+            stats["cached_passes"] = cache.cached
+            stats |= cache.describe()
         return EditResult(outputs=tuple(images), model=self.model_id, timings=watch.timings, stats=stats)
 
 

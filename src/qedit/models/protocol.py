@@ -57,7 +57,7 @@ class EditResult:
     outputs: tuple[EditedImage, ...]
     model: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    stats: dict[str, int] = field(default_factory=dict)  # counters: transformer_passes, cached_passes, ...
+    stats: dict[str, float] = field(default_factory=dict)  # counters: transformer_calls/passes, cached_passes, ...
 
     @property
     def images(self) -> list[Image.Image]:

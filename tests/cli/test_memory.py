@@ -78,7 +78,7 @@ def test_broken_snapshot_names_the_file(tiny_path: Path, tmp_path: Path, capsys:
 def test_gguf_file_is_sized_and_a_bad_one_refused(
     tiny_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.engine.test_memory import write_gguf
+    from tests.support.gguf import write_gguf
 
     file = write_gguf(tiny_path, tmp_path / "t.gguf")
     out = run_json(capsys, str(tiny_path), "--gguf", str(file), "--dtype", "fp32")

@@ -22,7 +22,7 @@ from qedit.models.specs import MP
 from qedit.params import EditParams
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.6])
+@pytest.mark.parametrize("strength", [1.0, pytest.param(0.6, marks=pytest.mark.slow)])
 def test_masked_edit_matches_inpaint_pipeline_inside_the_mask(
     tiny_path: Path, strength: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:

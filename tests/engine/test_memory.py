@@ -21,6 +21,7 @@ from qedit.models import footprint
 from qedit.models.options import EngineOptions
 from qedit.models.protocol import EditRequest
 from qedit.params import EditParams
+from tests.support.gguf import write_gguf
 from tests.support.parity import max_diff, noise_image
 
 INT8_TOLERANCE = 4  # 8-bit levels: torchao int8 weight-only (per-row scales) vs the fp32 engine
@@ -32,30 +33,6 @@ IMAGE = noise_image(128, 128, 0)
 def _edit(engine: Engine, **kw: object) -> Image.Image:
     params = EditParams(**{"prompt": "make it look like a watercolour", "seed": 3, "num_inference_steps": 2, **kw})
     return engine.edit(EditRequest(params=params, images=(IMAGE,))).outputs[0].image
-
-
-def write_gguf(snapshot: Path, out: Path, names: list[str] | None = None) -> Path:
-    """The tiny transformer's weights as GGUF: Q8_0 (through ``gguf.quants``) for every 2-D weight whose
-    rows split into blocks of 32, F32 for the rest; ``names`` keeps only those tensors."""
-    import gguf
-    from safetensors.torch import load_file
-
-    state = load_file(snapshot / "transformer" / "diffusion_pytorch_model.safetensors")
-    writer = gguf.GGUFWriter(str(out), "qwen_image")
-    for name, tensor in state.items():
-        if names is not None and name not in names:
-            continue
-        array = tensor.float().numpy()
-        if array.ndim == 2 and array.shape[1] % 32 == 0 and name.endswith(".weight"):
-            packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +159,10 @@ def test_nf4_without_bitsandbytes_is_one_line_naming_quantize() -> None:
 
 def test_sequential_offload_of_quantized_weights_is_refused(tiny_path: Path) -> None:
     """accelerate's layer-by-layer offload cannot move torchao's int8 tensors: refused before loading."""
-    options = EngineOptions(offload="sequential", quantize="int8")
     with pytest.raises(InvalidInput, match=r"sequential offload cannot move int8 weights; use offload=group") as e:
-        memory.check(options)
+        EngineOptions(offload="sequential", quantize="int8")  # refused as the flags are read: before any load
     assert e.value.field == "offload"
+    options = EngineOptions(quantize="int8")
     memory.check(options.replace(offload="group"))
     transformer = memory.load_transformer(tiny_path, options, torch.float32, "cpu")
     memory.place({"transformer": transformer}, "sequential", "cpu")

@@ -38,7 +38,8 @@ def test_edit_v1_matches_diffusers(tiny_path: Path) -> None:
     assert max_diff(ours, theirs) <= TOLERANCE
 
 
-@pytest.mark.parametrize("n_images", [1, 2, 3])
+# one and three images in the default run; two (between them) with -m slow, to keep the run short
+@pytest.mark.parametrize("n_images", [1, pytest.param(2, marks=pytest.mark.slow), 3])
 def test_edit_plus_matches_diffusers(tiny_plus_path: Path, n_images: int) -> None:
     from diffusers import QwenImageEditPlusPipeline
 
@@ -53,6 +54,7 @@ def test_edit_plus_matches_diffusers(tiny_plus_path: Path, n_images: int) -> Non
     assert max_diff(ours, theirs) <= TOLERANCE
 
 
+@pytest.mark.slow  # the same pipeline as test_edit_v1_matches_diffusers, plus a resize
 def test_edit_v1_resized_back_to_input_size(tiny_path: Path) -> None:
     """For an input that is not a fixed point, ours is the reference's output brought back to the input size."""
     from diffusers import QwenImageEditPipeline

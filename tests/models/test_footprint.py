@@ -171,7 +171,7 @@ def test_modes_order_as_their_formats_and_hooks_make_them() -> None:
 
 
 def test_gguf_sizes_come_from_the_file(tiny_path: Path, tmp_path: Path) -> None:
-    from tests.engine.test_memory import write_gguf
+    from tests.support.gguf import write_gguf
 
     file = write_gguf(tiny_path, tmp_path / "t.gguf")
     import gguf

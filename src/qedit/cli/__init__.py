@@ -16,7 +16,7 @@ from typing import Any
 from qedit import __version__
 from qedit.errors import QeditError
 
-COMMANDS = ("edit", "batch", "session", "lora", "models", "tiny_model", "serve", "worker", "keys")
+COMMANDS = ("edit", "batch", "session", "lora", "models", "tiny_model", "serve", "worker", "keys", "bench", "memory")
 EXIT_USAGE = 2
 
 

@@ -23,7 +23,7 @@ from qedit.errors import InvalidInput
 from qedit.models.snapshot import cache_root
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, get_spec
 
-VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS)}
+VARIANTS = {"edit": ("tiny", EDIT_CLASS), "plus": ("tiny-plus", PLUS_CLASS), "small": ("small", EDIT_CLASS)}
 
 # The real Qwen2/Qwen2.5-VL special tokens and their ids (vocabulary of 151,643 ordinary tokens).
 SPECIAL_TOKENS = (
@@ -104,6 +104,20 @@ SCHEDULER_CONFIG = {
 
 HIDDEN = 32  # text hidden size = transformer joint_attention_dim = vision out_hidden_size
 
+# The transformer of each variant. ``small`` is for ``qedit bench``: what it measures only means
+# something for the real model if the transformer dominates the edit's time, as its 20B parameters
+# do; so at 512x512 on a CPU its passes take >= ~80% of an 8-step edit while one pass stays around
+# a second. Its head dimension and RoPE axes are the real model's (128 = 16 + 56 + 56). Its text
+# encoder is ``tiny``'s and its VAE narrower still (base_dim 4: at 512x512 the VAE's full-resolution
+# convolutions would otherwise cost seconds), with the real channel and scale factors.
+TINY_TRANSFORMER = {"num_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2, "axes_dims_rope": (8, 12, 12)}
+TRANSFORMERS: dict[str, dict] = {
+    "edit": TINY_TRANSFORMER,
+    "plus": TINY_TRANSFORMER,
+    "small": {"num_layers": 4, "attention_head_dim": 128, "num_attention_heads": 2, "axes_dims_rope": (16, 56, 56)},
+}
+VAE_BASE_DIMS: dict[str, int] = {"edit": 8, "plus": 8, "small": 4}
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, which byte-level BPE vocabularies use."""
@@ -158,17 +172,15 @@ def build_components(variant: str = "edit") -> dict:
             patch_size=2,
             in_channels=64,  # 16 latent channels x 2x2 packing, as the real model
             out_channels=16,
-            num_layers=2,
-            attention_head_dim=32,
-            num_attention_heads=2,
             joint_attention_dim=HIDDEN,
             guidance_embeds=False,
-            axes_dims_rope=(8, 12, 12),  # frame, height, width; sums to the head dim like (16, 56, 56)
             zero_cond_t=False,
+            # axes_dims_rope: frame, height, width; sums to the head dim like the real (16, 56, 56)
+            **TRANSFORMERS[variant],
         )
         torch.manual_seed(1)
         vae = AutoencoderKLQwenImage(
-            base_dim=8,
+            base_dim=VAE_BASE_DIMS[variant],
             z_dim=16,
             dim_mult=[1, 2, 4, 4],  # three 2x downsamplings: the real 8x spatial factor
             num_res_blocks=1,
@@ -270,7 +282,7 @@ def write_tiny_snapshot(directory: str | Path, variant: str = "edit", *, with_lo
 
 
 def ensure_tiny(spec_name: str) -> Path:
-    """The cached snapshot for ``tiny`` or ``tiny-plus``, built once (seconds) on first use, with its
+    """The cached snapshot of a preset (``tiny``, ``tiny-plus``, ``small``), built once (seconds) on first use, with its
     sample LoRAs and Lightning files (added to a snapshot cached before they existed)."""
     variant = next(v for v, (name, _) in VARIANTS.items() if name == spec_name)
     path = cache_root() / "models" / spec_name

@@ -3,7 +3,8 @@
 A spec is data, not code: the stages read the condition sizes, template and limits from it, so a
 new checkpoint of the family is one entry here. Real variants follow diffusers' pipelines
 (``pipeline_qwenimage_edit.py`` and ``_edit_plus.py``); the tiny presets share their layout but
-work at small areas so that a CPU edit takes seconds.
+work at small areas so that a CPU edit takes seconds (``small``: a wider transformer at 512x512,
+so that ``qedit bench`` times a transformer-bound edit, like the real model's, on a CPU).
 """
 
 from __future__ import annotations
@@ -116,6 +117,21 @@ SPECS: dict[str, ModelSpec] = {
             default_steps=4,
             default_cfg=4.0,
             vae_area=128 * 128,
+            condition_area=None,
+            picture_labels=False,
+            max_prompt_tokens=1024,
+            tiny=True,
+        ),
+        ModelSpec(
+            name="small",
+            lightning="Qwen-Image-Edit",
+            pipeline_class=EDIT_CLASS,
+            description="random Qwen-Image-Edit architecture, transformer-bound at 512x512 on a CPU like the real "
+            "one (noise-like output; for qedit bench)",
+            max_images=1,
+            default_steps=8,
+            default_cfg=4.0,
+            vae_area=512 * 512,
             condition_area=None,
             picture_labels=False,
             max_prompt_tokens=1024,

@@ -64,6 +64,7 @@ def test_each_format_adapts_the_transformer_as_diffusers_does(pipe, tiny_path: P
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # whole-edit parity stays in the default run through fast mode's test
 def test_two_loras_at_mixed_scales_match_diffusers(pipe, tiny_path: Path) -> None:
     engine = reference_engine(tiny_path, None)
     kohya, comfy = (tiny_path / "loras" / f"style-{f}.safetensors" for f in ("kohya", "comfyui"))

@@ -38,8 +38,10 @@ def test_edit_v1_matches_diffusers(tiny_path: Path) -> None:
     assert max_diff(ours, theirs) <= TOLERANCE
 
 
-# one and three images in the default run; two (between them) with -m slow, to keep the run short
-@pytest.mark.parametrize("n_images", [1, pytest.param(2, marks=pytest.mark.slow), 3])
+# one image in the default run; two and three with -m slow, to keep the default run short
+@pytest.mark.parametrize(
+    "n_images", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 def test_edit_plus_matches_diffusers(tiny_plus_path: Path, n_images: int) -> None:
     from diffusers import QwenImageEditPlusPipeline
 

@@ -220,7 +220,7 @@ class Engine:
             raise InvalidInput("a mask needs the output's working size to follow the edited image", field="mask")
         return LatentMask(mask=m, image_latents=image_latents)
 
-    def schedule(self, plan: EditPlan, prepared: Prepared, references: References):  # -> (scheduler, Schedule)
+    def schedule(self, plan: EditPlan, prepared: Prepared):  # -> (scheduler, Schedule)
         """A fresh scheduler set for this edit's steps and size, cut to ``strength``'s share of it."""
         c = self.components
         width, height = prepared.working
@@ -236,31 +236,20 @@ class Engine:
         img_shapes = [(1, height // 16, width // 16), *prepared.reference_shapes]
         return scheduler, Schedule(img_shapes=img_shapes, timesteps=ts, cfg=plan.cfg, batch_cfg=self.batch_cfg)
 
-    def row(
-        self,
-        seed: int,
-        plan: EditPlan,
-        prepared: Prepared,
-        conditioning: Conditioning,
-        references: References,
-        latent_mask: LatentMask | None,
-        scheduler,
-        schedule: Schedule,
-        group: int = 0,
-    ) -> Row:
+    def row(self, seed: int, edit: _Staged, scheduler, schedule: Schedule, group: int = 0) -> Row:
         """One output's start: noise from its seed, or (strength < 1) the kept image re-noised with it."""
-        c = self.components
-        start_noise = noise(seed, prepared.working, c.device, conditioning.positive.embeds.dtype)
+        c, conditioning, latent_mask = self.components, edit.conditioning, edit.latent_mask
+        start_noise = noise(seed, edit.prepared.working, c.device, conditioning.positive.embeds.dtype)
         latents = start_noise
-        if plan.params.strength < 1.0:
-            kept = latent_mask.image_latents if latent_mask is not None else references.packed[-1]
+        if edit.plan.params.strength < 1.0:
+            kept = latent_mask.image_latents if latent_mask is not None else edit.references.packed[-1]
             if kept.shape != start_noise.shape:
                 raise InvalidInput("strength < 1 needs the output size to follow the edited image", field="strength")
             latents = scheduler.scale_noise(kept, schedule.timesteps[:1], start_noise)
         return Row(
             latents=latents,
             noise=start_noise,
-            references=references.joined,
+            references=edit.references.joined,
             positive=conditioning.positive,
             negative=conditioning.negative,
             mask=latent_mask,
@@ -325,23 +314,11 @@ class Engine:
         """Stage 5 for every output: one batch of all rows, or (``edit``) one row at a time."""
         first = staged[0]
         if batched:
-            scheduler, schedule = self.schedule(first.plan, first.prepared, first.references)
+            scheduler, schedule = self.schedule(first.plan, first.prepared)
             rows, owners = [], []
             for g, edit in enumerate(staged):
                 for seed in edit.plan.seeds:
-                    rows.append(
-                        self.row(
-                            seed,
-                            edit.plan,
-                            edit.prepared,
-                            edit.conditioning,
-                            edit.references,
-                            edit.latent_mask,
-                            scheduler,
-                            schedule,
-                            g,
-                        )
-                    )
+                    rows.append(self.row(seed, edit, scheduler, schedule, g))
                     owners.append((g, seed))
             groups = [Group(e.item.on_step, e.item.cancel) for e in staged]
             count = PassCount()
@@ -362,17 +339,8 @@ class Engine:
                 def step_cb(step: int, total: int, elapsed: float, k: int = k, outer=outer) -> None:
                     outer(k * total + step, n * total, elapsed)
 
-            scheduler, schedule = self.schedule(edit.plan, edit.prepared, edit.references)  # 5
-            row = self.row(
-                seed,
-                edit.plan,
-                edit.prepared,
-                edit.conditioning,
-                edit.references,
-                edit.latent_mask,
-                scheduler,
-                schedule,
-            )
+            scheduler, schedule = self.schedule(edit.plan, edit.prepared)  # 5
+            row = self.row(seed, edit, scheduler, schedule)
             count = PassCount()
             with self._cached(schedule, [row]) as cached:
                 group = Group(step_cb, edit.item.cancel)

@@ -13,6 +13,33 @@ import os
 import secrets
 from pathlib import Path
 
+PRIVATE_FILE = 0o600  # the service's data: tasks' inputs and outputs, the database, the secret
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (created so, or narrowed if it is wider).
+
+    The service's data dir holds every client's images and the signing secret; other local users
+    must not read them whatever the umask (the files inside are 0600 as well).
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if path.stat().st_mode & 0o077:
+        path.chmod(PRIVATE_DIR)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist, else narrow it to 0600.
+
+    For files another library creates (SQLite's database): made first by us, they never exist
+    readable by others, even for an instant.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    if path.stat().st_mode & 0o077:
+        path.chmod(PRIVATE_FILE)
+
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o666, exclusive: bool = False) -> bool:
     """Write ``data`` to ``path``; ``mode`` is masked by the umask as for any new file.

@@ -27,6 +27,7 @@ from qedit.params import EditParams
 from qedit.request_check import check_image_count, check_request
 from qedit.service.inputs import ImageInput
 from qedit.service.records import TERMINAL, Interface, NewTask, TaskInput, TaskOptions, TaskRecord
+from qedit.service.tasks import AtCapacity
 from qedit.service.webhooks import validate_webhook_url
 from qedit.service.wiring import Services
 
@@ -54,20 +55,35 @@ def model_max_images(services: Services) -> int:
     return min(spec.max_images, settings.max_images) if spec else settings.max_images
 
 
-def check_capacity(services: Services, caller: Caller) -> None:
-    """Per-key concurrent tasks (queued + running): a 429 with Retry-After before any work is done."""
+def capacity_limit(services: Services, caller: Caller) -> int | None:
+    """The caller's limit on queued + running tasks (None: anonymous callers are unlimited)."""
     if caller.key is None:
+        return None
+    return caller.key.max_concurrent_tasks or services.settings.max_concurrent_tasks
+
+
+def too_many_tasks(active: int, limit: int) -> ApiError:
+    return ApiError(
+        f"{active} tasks queued or running, at most {limit} at once for this key; retry later",
+        status=429,
+        field="authorization",
+        code="too_many_tasks",
+        headers={"Retry-After": "2"},
+    )
+
+
+def check_capacity(services: Services, caller: Caller) -> None:
+    """Per-key concurrent tasks: a 429 with Retry-After before any work is done.
+
+    A quick look only, to spare fetching for a key that is already full; the rule itself is
+    enforced where the task is inserted (``TaskStore.add(max_active=...)``), atomically.
+    """
+    limit = capacity_limit(services, caller)
+    if limit is None:
         return
-    limit = caller.key.max_concurrent_tasks or services.settings.max_concurrent_tasks
     active = services.tasks.active_count(caller.key_id)
     if active >= limit:
-        raise ApiError(
-            f"{active} tasks queued or running, at most {limit} at once for this key; retry later",
-            status=429,
-            field="authorization",
-            code="too_many_tasks",
-            headers={"Retry-After": "2"},
-        )
+        raise too_many_tasks(active, limit)
 
 
 def _read_inputs(services: Services, caller: Caller, images: list[Source], mask: Source | None) -> Inputs:
@@ -120,7 +136,11 @@ def _persist(
         options=options,
         webhook_url=webhook_url,
     )
-    return services.tasks.add(task)
+    try:
+        return services.tasks.add(task, max_active=capacity_limit(services, caller))
+    except AtCapacity as e:  # lost the race to parallel submissions of the same key: nothing is kept
+        storage.delete_task_files(task_id)
+        raise too_many_tasks(e.active, e.limit) from None
 
 
 async def submit(

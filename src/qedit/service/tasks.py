@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Select, case, func, or_, select, update
 
 from qedit.service.database import Database
 from qedit.service.records import (
@@ -32,7 +32,7 @@ from qedit.service.records import (
     TaskStatus,
     WebhookState,
 )
-from qedit.service.tables import TaskRow
+from qedit.service.tables import ApiKeyRow, TaskRow
 
 TASKS = TaskRow.__table__  # state changes are Core updates: no ORM bookkeeping on the hot path
 ANY_KEY = object()  # "do not filter by key" (local mode, internal callers)
@@ -45,6 +45,15 @@ def record(row: TaskRow) -> TaskRecord:
         status=TaskStatus(row.status), webhook_state=WebhookState(row.webhook_state), interface=Interface(row.interface)
     )
     return TaskRecord(**values)
+
+
+class AtCapacity(Exception):
+    """A key already has ``limit`` tasks queued or running; the new one was not stored."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} tasks queued or running, at most {limit} at once")
+        self.active = active
+        self.limit = limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +70,14 @@ class TaskStore:
 
     # -- create and read --------------------------------------------------------------------------
 
-    def add(self, task: NewTask) -> TaskRecord:
-        """Persist a task (status ``created``) and return it; the API answers only after this commits."""
+    def add(self, task: NewTask, *, max_active: int | None = None) -> TaskRecord:
+        """Persist a task (status ``created``) and return it; the API answers only after this commits.
+
+        ``max_active``: the key's limit on queued + running tasks, checked in the same serialized
+        transaction as the insert (the key's row locked on PostgreSQL, the write lock taken on
+        SQLite), so that parallel submissions cannot all pass the count before any of them inserts.
+        Over the limit: ``AtCapacity``, and nothing is written.
+        """
         row = TaskRow(
             id=task.id,
             key_id=task.key_id,
@@ -88,7 +103,15 @@ class TaskStore:
             timings={},
             files_expired=False,
         )
-        with self.db.transaction() as s:
+        if max_active is None or task.key_id is None:
+            with self.db.transaction() as s:
+                s.add(row)
+            return record(row)
+        with self.db.serialized() as s:
+            s.execute(select(ApiKeyRow.id).where(ApiKeyRow.id == task.key_id).with_for_update())
+            active = s.scalar(self._active_query(task.key_id)) or 0
+            if active >= max_active:
+                raise AtCapacity(int(active), max_active)
             s.add(row)
         return record(row)
 
@@ -145,11 +168,14 @@ class TaskStore:
             )
             return {reason or "unknown": int(n) for reason, n in rows}
 
+    @staticmethod
+    def _active_query(key_id: str | None) -> Select[tuple[int]]:
+        q = select(func.count()).select_from(TaskRow).where(TaskRow.status.in_(ACTIVE))
+        return q.where(TaskRow.key_id == key_id)
+
     def active_count(self, key_id: str | None) -> int:
         with self.db.transaction() as s:
-            q = select(func.count()).select_from(TaskRow).where(TaskRow.status.in_(ACTIVE))
-            q = q.where(TaskRow.key_id == key_id)
-            return int(s.scalar(q) or 0)
+            return int(s.scalar(self._active_query(key_id)) or 0)
 
     # -- the claim and the terminal transitions ----------------------------------------------------
 

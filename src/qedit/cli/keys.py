@@ -29,11 +29,12 @@ def _when(ts: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from qedit.cli.service_settings import settings_from_args
     from qedit.errors import InvalidInput
+    from qedit.files import private_dir
     from qedit.service.database import Database
     from qedit.service.keys import KeyStore
 
     settings = settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     db = Database(settings.db_url)
     db.create_schema()
     keys = KeyStore(db)

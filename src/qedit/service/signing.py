@@ -15,18 +15,19 @@ import time
 from pathlib import Path
 
 from qedit.config import Settings
-from qedit.files import write_atomic
+from qedit.files import PRIVATE_FILE, private_dir, private_file, write_atomic
 
 
 def load_secret(settings: Settings) -> bytes:
     """``QEDIT_SECRET``, else the one in the data dir, created atomically on first use."""
     if settings.secret:
         return settings.secret.encode()
-    path = settings.data_dir / "secret"
+    path = private_dir(settings.data_dir) / "secret"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         # created 0600 (never wider, even briefly); if another process won the race, theirs is used
-        write_atomic(path, secrets.token_hex(32).encode(), mode=0o600, exclusive=True)
+        write_atomic(path, secrets.token_hex(32).encode(), mode=PRIVATE_FILE, exclusive=True)
+    else:
+        private_file(path)  # one an operator copied in with a wider mode is narrowed
     return Path(path).read_text().strip().encode()
 
 
@@ -39,8 +40,13 @@ def sign_path(secret: bytes, path: str, expires: int) -> str:
 
 
 def verify_path(secret: bytes, path: str, expires: int, signature: str, now: float | None = None) -> str | None:
-    """None if valid, else why not ("expired" / "bad signature")."""
-    if not hmac.compare_digest(sign_path(secret, path, expires), signature):
+    """None if valid, else why not ("expired" / "bad signature").
+
+    Compared as bytes: ``hmac.compare_digest`` raises on a str with non-ASCII characters, and a
+    signature comes from a URL anyone can type.
+    """
+    given = signature.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(sign_path(secret, path, expires).encode(), given):
         return "bad signature"
     if (now if now is not None else time.time()) > expires:
         return "expired"

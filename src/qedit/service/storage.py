@@ -1,7 +1,8 @@
 """Files of tasks in the data dir, and the signed, expiring URLs that serve them.
 
 Inputs are kept as received (already validated) so a re-run after a crash sees the same bytes;
-outputs are written atomically by ``imageio.save_image``. A URL is
+outputs are written atomically, every file 0600 and every folder 0700 (clients' images are
+readable by the service's user only). A URL is
 ``{base}/v1/files/{task}/{name}?expires=T&sig=S``: it expires ``url_ttl_seconds`` after the task
 finished, the same moment the sweeper deletes the file, so every URL given out is valid until then.
 """
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from qedit.files import write_atomic
+from qedit.files import PRIVATE_DIR, PRIVATE_FILE, write_atomic
 from qedit.service.signing import sign_path, verify_path
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -44,16 +45,25 @@ class LocalStorage:
 
     def write_input(self, task_id: str, name: str, data: bytes) -> str:
         """Write an input file atomically; returns its path relative to the data dir."""
-        folder = self._dir("inputs", task_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        write_atomic(path, data)
+        path = self._folder("inputs", task_id) / name
+        write_atomic(path, data, mode=PRIVATE_FILE)
         return str(path.relative_to(self.root))
 
     def output_path(self, task_id: str, name: str) -> Path:
-        folder = self._dir("outputs", task_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / name
+        return self._folder("outputs", task_id) / name
+
+    def write_output(self, task_id: str, name: str, data: bytes) -> Path:
+        """An encoded result, written atomically and readable by the service's user only."""
+        path = self.output_path(task_id, name)
+        write_atomic(path, data, mode=PRIVATE_FILE)
+        return path
+
+    def _folder(self, kind: str, task_id: str) -> Path:
+        folder = self._dir(kind, task_id)
+        self.root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        for level in (folder.parent.parent, folder.parent, folder):  # kind/ab/task: each 0700
+            level.mkdir(exist_ok=True, mode=PRIVATE_DIR)
+        return folder
 
     def output_relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
@@ -72,10 +82,8 @@ class LocalStorage:
         """A client's upload (WaveSpeed's media upload), served like a result until it expires."""
         if not _NAME_RE.match(name):
             raise ValueError(f"bad file name {name!r}")
-        folder = self._dir("uploads", upload_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        write_atomic(path, data)
+        path = self._folder("uploads", upload_id) / name
+        write_atomic(path, data, mode=PRIVATE_FILE)
         return path
 
     def delete_old_uploads(self, before: float) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qedit.config import Settings
+from qedit.files import private_dir
 from qedit.models.protocol import EditEngine
 from qedit.service.database import Database
 from qedit.service.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
@@ -62,7 +63,7 @@ class Services(Core):
 
 
 def build_core(settings: Settings, webhook_body: WebhookBody) -> Core:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     db = Database(settings.db_url)
     db.create_schema()
     tasks, outbox = TaskStore(db), WebhookOutbox(db)

@@ -340,9 +340,8 @@ class Worker:
         outputs = []
         for i, out in enumerate(result.outputs):
             name = f"{i}-a{task.attempt}.{imageio.EXTENSIONS[fmt]}"
-            path = self.storage.output_path(task.id, name)
             metadata = {**out.metadata, "task": task.id}
-            imageio.save_image(out.image, path, fmt, metadata)
+            path = self.storage.write_output(task.id, name, imageio.encode_image(out.image, fmt, metadata))
             width, height = out.image.size
             file = self.storage.output_relative(path)
             outputs.append(

@@ -97,7 +97,11 @@ class Settings(BaseSettings):
     max_side: int = Field(default=3072, ge=1, description="largest input side in px")
     max_images: int = Field(default=3, ge=1, le=3)
     max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="per image, checked while streaming")
-    fetch_timeout: float = Field(default=10.0, gt=0, le=120)
+    fetch_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="one image fetch in all: connect, headers, redirects, body"
+    )
+    fetch_threads: int = Field(default=32, ge=1, le=512, description="threads for submissions' outbound fetches")
+    fetch_per_key: int = Field(default=4, ge=1, le=512, description="a key's submissions fetching at once (more: 429)")
     allow_private_urls: bool = Field(
         default=False, description="let image URLs and webhooks reach loopback/private/link-local addresses"
     )

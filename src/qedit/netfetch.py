@@ -15,8 +15,12 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import httpcore
@@ -42,11 +46,91 @@ class BlockedAddress(Exception):
     """The URL's host resolves to an address this server may not contact."""
 
 
+_DEADLINE: ContextVar[float | None] = ContextVar("qedit_fetch_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[float]:
+    """Every socket operation of guarded clients in this block ends by ``seconds`` from now.
+
+    httpx's timeouts are per operation: a peer that trickles one header byte every few seconds, or
+    answers with redirect after slow redirect, never trips them. This bound covers the whole fetch:
+    connect, TLS, every header and body read, every redirect hop. Nested blocks keep the earlier end.
+    """
+    end = time.monotonic() + seconds
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(end if outer is None else min(outer, end))
+    try:
+        yield end
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _bounded(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of the current deadline; past it, ``exc``."""
+    end = _DEADLINE.get()
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise exc("the whole request took longer than its time limit")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake is cut to the deadline's time left."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo).
+
+    Each can route to the IPv4 host it names (through the kernel, a NAT64 gateway or a relay), so
+    ``::ffff:127.0.0.1`` or ``64:ff9b::7f00:1`` must be judged as 127.0.0.1.
+    """
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _NAT64 or (ip in _V4_COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> bool:
     if policy.allow_private:
         return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner:
+            return all(v4.is_global and not v4.is_multicast for v4 in inner)
     return ip.is_global and not ip.is_multicast
 
 
@@ -80,6 +164,37 @@ def check_url(url: str, policy: UrlPolicy, field: str) -> httpx.URL:
     return parsed
 
 
+RESOLVE_TIMEOUT = 5.0
+_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="qedit-resolve")
+
+
+def check_resolved(url: httpx.URL, policy: UrlPolicy, field: str, timeout: float = RESOLVE_TIMEOUT) -> None:
+    """Resolve the URL's host now and refuse it if any address is one the policy forbids.
+
+    For URLs kept to be used later (webhooks): a name or numeric form of an internal address
+    (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``, ``localhost.``, a hosts-file name) is
+    refused when it is given, not only when it is called. The connect-time check still decides
+    (DNS may change); a name that does not resolve now is refused too, saying so.
+    """
+    if policy.allow_private:
+        return
+    host = url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    job = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = job.result(timeout)
+    except FutureTimeout:
+        raise InvalidInput(f"URL host {host} did not resolve within {timeout:g} s", field=field) from None
+    except (OSError, UnicodeError) as e:
+        raise InvalidInput(f"URL host {host} does not resolve ({e})", field=field) from None
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        if not address_allowed(ip, policy):
+            raise InvalidInput(
+                f"URL host {host} is {ip}, a loopback/private/link-local address, which is refused", field=field
+            )
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """httpcore's sync backend, but every TCP connect goes to a vetted address only."""
 
@@ -95,6 +210,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
+        _bounded(timeout, httpcore.ConnectTimeout)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
@@ -109,7 +225,10 @@ class GuardedBackend(httpcore.NetworkBackend):
         last: Exception | None = None
         for ip in dict.fromkeys(allowed):
             try:
-                return self._inner.connect_tcp(ip, port, timeout, local_address, socket_options)
+                stream = self._inner.connect_tcp(
+                    ip, port, _bounded(timeout, httpcore.ConnectTimeout), local_address, socket_options
+                )
+                return _DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
                 last = e
         assert last is not None
@@ -155,10 +274,11 @@ def open_url(url: str, *, policy: UrlPolicy, timeout: float, field: str) -> Iter
     """A GET's 200 response, streaming: every redirect hop checked, errors as ``InvalidInput``.
 
     The caller reads the body (``iter_bytes``) within the ``with``; network failures while it reads
-    are turned into ``InvalidInput`` naming ``field`` too.
+    are turned into ``InvalidInput`` naming ``field`` too. ``timeout`` bounds the whole fetch, every
+    hop and the body included (``deadline``).
     """
     current = url
-    with guarded_client(policy, timeout) as client:
+    with deadline(timeout), guarded_client(policy, timeout) as client:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(current, policy, field)
             try:
@@ -177,7 +297,7 @@ def open_url(url: str, *, policy: UrlPolicy, timeout: float, field: str) -> Iter
                 raise InvalidInput(f"{e} ({current[:200]})", field=field) from None
             except httpx.TimeoutException:
                 raise InvalidInput(f"fetching {current[:200]} took more than {timeout:g} s", field=field) from None
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:  # the last two are not HTTPErrors
                 raise InvalidInput(f"fetching {current[:200]} failed: {e}", field=field) from None
     raise InvalidInput(f"more than {MAX_REDIRECTS} redirects from {url[:200]}", field=field)
 

@@ -97,6 +97,29 @@ def _read_inputs(services: Services, caller: Caller, images: list[Source], mask:
     return Inputs([one(s) for s in images], one(mask, is_mask=True) if mask is not None else None)
 
 
+def _check_and_read(
+    services: Services,
+    caller: Caller,
+    images: list[Source],
+    mask: Source | None,
+    params: EditParams,
+    webhook_url: str | None,
+    webhook_field: str,
+) -> Inputs:
+    """The webhook's host, the LoRAs (headers only), then the images: cheapest refusals first."""
+    if webhook_url is not None:
+        validate_webhook_url(webhook_url, services.settings, webhook_field)
+    services.loras.check(params)
+    return _read_inputs(services, caller, images, mask)
+
+
+def _outbound(images: list[Source], mask: Source | None, params: EditParams, webhook_url: str | None) -> bool:
+    """Whether the submission makes the server call out (URLs, LoRAs from hub or URL, a webhook host)."""
+    sources = [*images, *([mask] if mask else [])]
+    urls = any(isinstance(s.value, str) and s.value.lstrip().startswith(("http://", "https://")) for s in sources)
+    return urls or bool(params.loras) or webhook_url is not None
+
+
 def _persist(
     services: Services,
     caller: Caller,
@@ -157,15 +180,16 @@ async def submit(
     webhook_field: str = "webhook_url",
 ) -> TaskRecord:
     """Validate everything, persist the task, hand it to a worker; the task exists when this returns."""
-    if webhook_url is not None:
-        validate_webhook_url(webhook_url, services.settings, webhook_field)
     check_capacity(services, caller)
     max_images = model_max_images(services)
     model = services.settings.model
     try:
         check_image_count(len(images), max_images=max_images, model=model)  # before fetching anything
-        await run_in_threadpool(services.loras.check, params)  # LoRA headers only; before fetching images
-        inputs = await run_in_threadpool(_read_inputs, services, caller, images, mask)
+        args = (services, caller, images, mask, params, webhook_url, webhook_field)
+        if _outbound(images, mask, params, webhook_url):  # on threads of its own, a few per key
+            inputs = await services.fetches.run(caller.key_id, _check_and_read, *args)
+        else:
+            inputs = await run_in_threadpool(_check_and_read, *args)
         check_request(
             params,
             [i.size for i in inputs.images],

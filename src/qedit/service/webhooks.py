@@ -20,7 +20,7 @@ import httpx
 
 from qedit.config import Settings
 from qedit.errors import InvalidInput
-from qedit.netfetch import BlockedAddress, UrlPolicy, check_url, guarded_client
+from qedit.netfetch import BlockedAddress, UrlPolicy, check_resolved, check_url, deadline, guarded_client
 from qedit.service.outbox import WebhookAttempt, WebhookOutbox
 from qedit.service.records import TaskRecord, WebhookState
 from qedit.service.signing import standard_signature, wavespeed_signature, webhook_secret
@@ -31,9 +31,10 @@ log = logging.getLogger("qedit.webhooks")
 
 
 def validate_webhook_url(url: str, settings: Settings, field: str) -> str:
-    """At submit time: https (http only in dev), <= 2048 chars, no internal address literal."""
+    """At submit time: https (http only in dev), <= 2048 chars, and a host that resolves now to
+    public addresses only (blocking: call it off the event loop)."""
     policy = UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
-    check_url(url, policy, field)
+    check_resolved(check_url(url, policy, field), policy, field)
     return url
 
 
@@ -117,11 +118,12 @@ class WebhookSender:
                 t0 = time.perf_counter()
                 try:
                     check_url(task.webhook_url, self.policy, "webhook")
-                    r = client.post(task.webhook_url, content=body, headers=headers)
+                    with deadline(s.webhook_timeout):  # the whole attempt, however slowly the peer answers
+                        r = client.post(task.webhook_url, content=body, headers=headers)
                     status_code = r.status_code
                     if not 200 <= r.status_code < 300:
                         error = f"HTTP {r.status_code}"
-                except (httpx.HTTPError, BlockedAddress, InvalidInput) as e:
+                except (httpx.HTTPError, httpx.InvalidURL, BlockedAddress, InvalidInput) as e:
                     error = f"{type(e).__name__}: {e}"
                 self.outbox.record_attempt(
                     task.id,

@@ -17,6 +17,7 @@ from qedit.files import private_dir
 from qedit.models.protocol import EditEngine
 from qedit.service.database import Database
 from qedit.service.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from qedit.service.fetching import FetchPool
 from qedit.service.inputs import InputReader
 from qedit.service.keys import KeyStore
 from qedit.service.loras import LoraCheck
@@ -53,12 +54,14 @@ class Services(Core):
     inputs: InputReader
     loras: LoraCheck
     dispatcher: Dispatcher
+    fetches: FetchPool
 
     def start(self) -> None:
         self.dispatcher.start()
 
     def stop(self) -> None:
         self.dispatcher.stop()
+        self.fetches.close()
         self.db.close()
 
 
@@ -94,7 +97,8 @@ def build_services(
         dispatcher = EmbeddedDispatcher(core, make_worker)
     inputs = InputReader(settings, core.tasks, core.storage)
     shared = {f.name: getattr(core, f.name) for f in dataclasses.fields(Core)}
-    return Services(**shared, inputs=inputs, loras=LoraCheck(settings), dispatcher=dispatcher)
+    fetches = FetchPool(settings.fetch_threads, settings.fetch_per_key)
+    return Services(**shared, inputs=inputs, loras=LoraCheck(settings), dispatcher=dispatcher, fetches=fetches)
 
 
 def build_worker(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 from qedit.params import Box
 
 MASK_THRESHOLD = 128  # the reference binarises mask / 255 at 0.5: 127 keeps, 128 may change
@@ -316,7 +316,7 @@ def validate_boxes(boxes: Sequence[Box], image_size: tuple[int, int]) -> None:
             ImageColor.getrgb(box.colour)
         except ValueError:
             raise InvalidInput(
-                f"unknown colour {box.colour!r} (a name such as red, or #rrggbb)", field=f"boxes[{i}].colour"
+                f"unknown colour {quote(box.colour)} (a name such as red, or #rrggbb)", field=f"boxes[{i}].colour"
             ) from None
 
 

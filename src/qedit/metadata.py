@@ -2,11 +2,17 @@
 
 Torch-free and shared by the engine, the service's instant stand-in, the worker and the CLI, so that
 every writer agrees on the keys and every reader of a chained input finds the same history.
+
+``request_digest`` names a request (parameters as asked, inputs' bytes, model, pixel-changing engine
+options) by one hash that a writer stores under ``REQUEST_KEY``, so a resumed run can tell an output
+made by this very request from one made by another (``qedit batch``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping, Sequence
 
 from qedit import __version__
 from qedit.params import EditParams
@@ -68,3 +74,22 @@ def history_from_metadata(meta: dict[str, str]) -> tuple[dict, ...]:
     except (json.JSONDecodeError, TypeError):
         return ()
     return tuple(step for step in chain if isinstance(step, dict)) if isinstance(chain, list) else ()
+
+
+REQUEST_KEY = "request"
+"""The metadata key under which a writer records ``request_digest`` of the request an output answers."""
+
+
+def request_digest(
+    params: EditParams, inputs: Sequence[bytes], model: str, engine_options: Mapping[str, str] | None = None
+) -> str:
+    """sha256 (hex) of everything that decides an output: ``params`` as requested (a seed of -1 stays
+    -1: a re-run of a random-seed request is the same request), each input file's bytes, the model's
+    canonical id (``snapshot.canonical_model``) and the engine options that change pixels."""
+    doc = {
+        "params": params.model_dump(mode="json"),
+        "inputs": [hashlib.sha256(data).hexdigest() for data in inputs],
+        "model": model,
+        "engine_options": dict(engine_options or {}),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

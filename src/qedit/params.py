@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 from qedit.loras.spec import MAX_LORAS, LoraSpec
 
 SEED_MAX = 2_147_483_647
@@ -43,7 +43,7 @@ class Box(BaseModel):
         if self.x1 <= self.x0 or self.y1 <= self.y0:
             raise ValueError(f"box {self.x0},{self.y0},{self.x1},{self.y1} is empty (need x1 > x0 and y1 > y0)")
         if not _COLOUR_RE.match(self.colour):
-            raise ValueError(f"box colour {self.colour!r} is not a colour name or #rrggbb")
+            raise ValueError(f"box colour {quote(self.colour)} is not a colour name or #rrggbb")
         return self
 
     @classmethod
@@ -52,7 +52,7 @@ class Box(BaseModel):
         coords, _, colour = text.partition(":")
         parts = coords.split(",")
         if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-            raise InvalidInput(f"expected x0,y0,x1,y1[:colour], got {text!r}", field="box")
+            raise InvalidInput(f"expected x0,y0,x1,y1[:colour], got {quote(text)}", field="box")
         x0, y0, x1, y1 = (int(p) for p in parts)
         return validate(cls, {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "colour": colour or "red"}, "box")
 
@@ -61,7 +61,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """``WxH`` or ``W*H`` (WaveSpeed's form) -> (width, height), each 256-1536."""
     m = _SIZE_RE.match(text)
     if not m:
-        raise InvalidInput(f"expected WxH (e.g. 1024x768), got {text!r}", field="size")
+        raise InvalidInput(f"expected WxH (e.g. 1024x768), got {quote(text)}", field="size")
     w, h = int(m.group(1)), int(m.group(2))
     for name, v in (("width", w), ("height", h)):
         if not SIZE_MIN <= v <= SIZE_MAX:
@@ -148,6 +148,6 @@ def validate(model: type[BaseModel], data: dict, prefix: str | None = None):  # 
         loc = ".".join(str(p) for p in err["loc"]) or (prefix or model.__name__)
         field = f"{prefix}.{loc}" if prefix and loc != prefix else loc
         value = err.get("input")
-        shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+        shown = f" (got {quote(value)})" if not isinstance(value, dict) and value is not None else ""
         msg = err["msg"].removeprefix("Value error, ")
         raise InvalidInput(f"{msg}{shown}", field=field) from None

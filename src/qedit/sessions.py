@@ -35,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from qedit import imageio, masks
-from qedit.errors import InvalidInput, QeditError
+from qedit.errors import InvalidInput, QeditError, quote
 from qedit.files import write_atomic
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, StepCallback
 from qedit.params import EditParams
@@ -79,7 +79,8 @@ class Step:
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise InvalidInput(
-            f"session names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; got {name!r}",
+            "session names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit; "
+            f"got {quote(name)}",
             field="name",
         )
     return name
@@ -133,7 +134,7 @@ class EditSession:
         session = cls(directory, name, 0, [])
         session._reload()
         if session.name != name:
-            raise InvalidInput(f"{directory} holds session {session.name!r}, not {name!r}", field="name")
+            raise InvalidInput(f"{directory} holds session {quote(session.name)}, not {quote(name)}", field="name")
         return session
 
     def _reload(self) -> None:
@@ -148,7 +149,7 @@ class EditSession:
             raise QeditError(f"cannot read {path}: {e}", field="session") from None
         try:
             if data.get("format") != FORMAT:
-                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+                raise ValueError(f"format {quote(data.get('format'))}, expected {FORMAT}")
             self.name = str(data["name"])
             self.steps = [Step.from_json(s) for s in data["steps"]]
             self.head = int(data["head"])

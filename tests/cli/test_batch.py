@@ -317,5 +317,64 @@ def test_tiny_model_end_to_end(tmp_path: Path, tiny_path: Path, capsys) -> None:
     assert meta["steps"] == "1"
     assert "broken.png: cannot read image: file is truncated" in capsys.readouterr().err
     before = (out / "wide.png").read_bytes()
-    assert run(str(src), "-p", "x", "-o", str(out), "--model", "tiny", "-q") == 1  # only broken.png is left
+    again = (
+        str(src),
+        "-p",
+        "把招牌上的字改成“开业大吉”",
+        "-o",
+        str(out),
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--seed",
+        "5",
+    )
+    assert run(*again, "-q") == 1  # the same request again: only broken.png is left to do
     assert (out / "wide.png").read_bytes() == before
+
+
+def test_resume_redoes_outputs_made_by_another_request(tmp_path: Path, engine, capsys) -> None:
+    """An output is reused only if it answers this very request: prompt, flags, input bytes and model."""
+    src = folder(tmp_path / "in", {"a.png": I.png(), "b.png": I.png((64, 64)), "c.png": I.png((48, 64))})
+    out = tmp_path / "out"
+    assert run(str(src), "-p", "make it red", "-o", str(out), "-q") == 0
+    meta = imageio.read_metadata(out / "a.png")
+    assert len(meta["request"]) == 64  # the request's digest, recorded in every output
+
+    def edited(*args: str) -> list[str]:
+        engine.calls.clear()
+        assert run(str(src), "-o", str(out), "-q", *args) == 0
+        return sorted(Path(c.parent or "").name for c in engine.calls)
+
+    assert edited("-p", "make it red") == []  # the same request: nothing to do, nothing loaded
+    assert "3 skipped" in capsys.readouterr().out
+    assert edited("-p", "make it blue") == ["a.png", "b.png", "c.png"]  # a new prompt: all redone
+    err = capsys.readouterr().err
+    assert "redoing 3 whose outputs were made by another request" in err
+    assert imageio.read_metadata(out / "a.png")["prompt"] == "make it blue"
+    assert edited("-p", "make it blue") == []
+    assert edited("-p", "make it blue", "--seed", "3") == ["a.png", "b.png", "c.png"]  # another parameter
+    (src / "b.png").write_bytes(I.encode(I.pattern((64, 64), seed=1), "PNG"))
+    assert edited("-p", "make it blue", "--seed", "3") == ["b.png"]  # another input under the same name
+    assert edited("-p", "make it blue", "--seed", "3", "--model", "tiny-plus") == ["a.png", "b.png", "c.png"]
+
+
+def test_resume_never_overwrites_a_file_it_did_not_write(tmp_path: Path, engine, capsys) -> None:
+    src = folder(tmp_path / "in", {"a.png": I.png(), "b.png": I.png()})
+    out = folder(tmp_path / "out", {"b.png": b"the user's own notes, not an image"})
+    assert run(str(src), "-p", "x", "-o", str(out), "-q") == 1
+    assert (out / "b.png").read_bytes() == b"the user's own notes, not an image"
+    assert [Path(c.parent or "").name for c in engine.calls] == ["a.png"]
+    err = capsys.readouterr().err
+    assert f"b.png: {out / 'b.png'} exists and was not written by qedit; move it away" in err
+
+
+def test_inputs_outside_the_size_rule_fail_alone(tmp_path: Path, engine, monkeypatch, capsys) -> None:
+    """The service's 384-3072 px rule by default: a small file is a failure listed at the end, not a stop."""
+    monkeypatch.delenv("QEDIT_MIN_SIDE")
+    src = folder(tmp_path / "in", {"big.png": I.png((400, 384)), "small.png": I.png((64, 48))})
+    assert run(str(src), "-p", "x", "-o", str(tmp_path / "out"), "-q") == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["big.png"]
+    assert "small.png: image width must be 384-3072 px, got 64 (64x48)" in capsys.readouterr().err
+    assert run(str(src), "-p", "x", "-o", str(tmp_path / "out"), "-q", "--min-side", "48") == 0

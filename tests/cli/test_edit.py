@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from qedit import imageio
 from qedit.cli import edit_flags, main
 from qedit.errors import EditCancelled
+from tests.support.engines import DriftEngine
 
 
 def qedit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -161,6 +163,8 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
         (["--mask", "black.png"], "--mask: mask is all black"),
         (["--mask", "white.png", "--box", "0,0,10,10", "--box-mask"], "--mask: give a mask or box_mask, not both"),
         (["--box", "20,20,30,30", "--box-mask", "--mask-grow", "-8"], "--box: mask is all black after shrinking by 8"),
+        (["--box", "-5,0,10,10"], "--box[0]: x0 must be >= 0, got -5 (box -5,0,10,10)"),  # a value, not an option
+        (["--box", "0,0,10,10", "--box", "0,-3,10,10:blue"], "--box[1]: y0 must be >= 0, got -3 (box 0,-3,10,10:blue)"),
     ],
 )
 def test_image_rules_are_checked_before_the_model_loads(
@@ -219,3 +223,81 @@ def test_without_o_the_output_goes_beside_the_input_and_never_overwrites(photo: 
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(str(tmp_path / name)) and (tmp_path / name).is_file()
     assert imageio.read_metadata(tmp_path / "holiday-edited.png")["prompt"] == "make it warmer"
+
+
+def test_input_sides_follow_the_services_rule(
+    photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule for tiny inputs: 384-3072 px per side by default, as the service; lowered explicitly."""
+    engine = DriftEngine(paint=(0, 0, 1, 1))
+    monkeypatch.setattr(edit_flags, "load_engine", lambda args: engine)
+    monkeypatch.delenv("QEDIT_MIN_SIDE")
+    monkeypatch.delenv("QEDIT_MAX_SIDE", raising=False)
+    dot, wide = tmp_path / "dot.png", tmp_path / "wide.png"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(dot)
+    Image.new("RGB", (3100, 400)).save(wide)
+    out = str(tmp_path / "out.png")
+    for args, expected in (
+        ([str(dot)], "image[0]: image width must be 384-3072 px, got 1 (1x1)"),
+        ([str(photo)], "image[0]: image width must be 384-3072 px, got 260 (260x190)"),
+        ([str(wide)], "image[0]: image width must be 384-3072 px, got 3100 (3100x400)"),
+        ([str(dot), "--min-side", "0"], "--min-side: need 1 <= min side <= max side, got 0 and 3072"),
+    ):
+        assert main(["edit", *args, "-p", "x", "-o", out]) == 2
+        assert capsys.readouterr().err == f"qedit edit: error: {expected}\n"
+    monkeypatch.setenv("QEDIT_MIN_SIDE", "a lot")
+    assert main(["edit", str(dot), "-p", "x", "-o", out]) == 2
+    assert capsys.readouterr().err == "qedit edit: error: QEDIT_MIN_SIDE: must be a whole number of px, got 'a lot'\n"
+    assert engine.calls == [] and not Path(out).exists()
+
+    assert main(["edit", str(dot), "-p", "x", "-o", out, "--min-side", "1", "-q"]) == 0  # the user's explicit choice
+    monkeypatch.setenv("QEDIT_MIN_SIDE", "128")  # the service's variable sets the CLI's default too
+    assert main(["edit", str(photo), "-p", "x", "-o", out, "-q"]) == 0
+    assert [request.images[0].size for request in engine.calls] == [(1, 1), (260, 190)]
+
+
+def test_errors_quote_long_user_text_briefly(
+    photo: Path, tmp_path: Path, loads: list[str | None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 25,000-character prompt is counted, not echoed: every error stays one short line."""
+    out = str(tmp_path / "out.png")
+    for extra, expected in (
+        (["-p", "a" * 25000], "--prompt: String should have at most 8000 characters (got 'aaaa"),
+        (["--negative", "b" * 9000], "--negative: String should have at most 8000 characters (got 'bbbb"),
+        (["--box", "1,2," + "3" * 5000], "--box[0]: expected x0,y0,x1,y1[:colour], got '1,2,333"),
+        (["--size", "9" * 30000], "--size: expected WxH (e.g. 1024x768), got '999"),
+        (["--steps", "x" * 25000], "qedit edit: error: argument --steps: invalid int value: 'xxx"),
+    ):
+        try:
+            assert main(["edit", str(photo), "-p", "x", "-o", out, *extra]) == 2
+        except SystemExit as e:  # argparse's own errors exit from the parser
+            assert e.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1 and len(err) < 250, err[:300]
+        assert "characters)" in err
+    assert loads == []
+
+
+def test_a_bad_model_config_is_one_line_naming_the_file(
+    photo: Path, tiny_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snap = tmp_path / "snap"
+    shutil.copytree(tiny_path, snap)
+    config = snap / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_shift": "abc"}))
+    out = tmp_path / "out.png"
+    assert main(["edit", str(photo), "-p", "x", "-o", str(out), "--model", str(snap), "--steps", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"qedit edit: error: model: {config}: base_shift is 'abc', expected float | None\n"
+    assert not out.exists()
+
+
+def test_the_model_is_recorded_by_its_canonical_id(
+    photo: Path, tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model ./snap/`` and ``--model /abs/snap`` are one model: the metadata names its resolved path."""
+    snap = tmp_path / "snap"
+    shutil.copytree(tiny_path, snap, ignore=shutil.ignore_patterns("loras", "lightning"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["edit", str(photo), "-p", "x", "-o", "out.png", "--model", "./snap/", "--steps", "1", "-q"]) == 0
+    assert imageio.read_metadata(tmp_path / "out.png")["model"] == str(snap.resolve())

@@ -132,6 +132,9 @@ def test_box_mask_edit_from_the_command_line(started: Path, engine: DriftEngine)
         (["--preserve-threshold", "0"], "--preserve-threshold: Input should be greater than 0"),
         (["--mask", "mask.png", "--box", "0,0,10,10", "--box-mask"], "--mask: give a mask or box_mask, not both"),
         (["--box", "20,20,30,30", "--box-mask", "--mask-grow", "-8"], "--box: mask is all black after shrinking"),
+        (["--box", "-5,0,10,10"], "--box[0]: x0 must be >= 0, got -5 (box -5,0,10,10)"),
+        (["--format", "jpeg"], "--format: a session keeps every step as lossless PNG"),  # was ignored silently
+        (["-p", "p" * 25000], "--prompt: String should have at most 8000 characters (got 'ppp"),
     ],
 )
 def test_bad_appearance_input_is_one_line_and_exit_2(
@@ -150,7 +153,24 @@ def test_bad_appearance_input_is_one_line_and_exit_2(
     assert main(["session", "edit", "poster", "-p", "x", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qedit session: error: ") and expected in err and err.count("\n") == 1
+    assert len(err) < 250  # a long prompt is counted, not echoed
     assert engine.calls == [] and (started / "session.json").read_bytes() == before
+
+
+def test_a_session_starts_only_from_an_image_the_service_would_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``session new`` holds step 0 to the input-size rule (384-3072 px unless lowered explicitly)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QEDIT_MIN_SIDE")
+    scene().save("poster.png")
+    assert main(["session", "new", "poster", "poster.png"]) == 2
+    assert capsys.readouterr().err == (
+        "qedit session: error: image: image width must be 384-3072 px, got 256 (256x192)\n"
+    )
+    assert not (tmp_path / "poster.qedit").exists()
+    assert main(["session", "new", "poster", "poster.png", "--min-side", "192"]) == 0
+    assert (tmp_path / "poster.qedit" / "steps" / "000.png").is_file()
 
 
 def test_session_errors(started: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ import ast
 import hashlib
 import inspect
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -127,3 +128,35 @@ def test_device_and_dtype_defaults() -> None:
     assert loader.pick_dtype("cpu", "bf16") == torch.bfloat16
     with pytest.raises(ModelLoadError, match="unknown dtype 'fp8'"):
         loader.pick_dtype("cpu", "fp8")
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "expected"),
+    [
+        ("scheduler/scheduler_config.json", {"base_shift": "abc"}, r"base_shift is 'abc', expected float"),
+        ("scheduler/scheduler_config.json", {"use_dynamic_shifting": "yes"}, r"use_dynamic_shifting is 'yes'"),
+        ("scheduler/scheduler_config.json", {"time_shift_type": "cubic"}, r"time_shift_type is 'cubic', expected"),
+        ("scheduler/scheduler_config.json", {"max_image_seq_len": 256}, r"unusable scheduler config: ZeroDivision"),
+        ("model_index.json", {"_qedit_spec": "tiny-xl"}, r"_qedit_spec 'tiny-xl' is not a known spec"),
+        ("transformer/config.json", {"num_layers": "two"}, r"cannot load transformer from .*transformer \("),
+    ],
+)
+def test_a_bad_config_value_is_one_line_naming_the_file(
+    snap: Path, file: str, change: dict[str, object], expected: str
+) -> None:
+    """Values that parse as JSON but cannot work: refused at load, before the first edit, naming the file."""
+    _edit_json(snap / file, **change)
+    with pytest.raises(ModelLoadError) as caught:
+        loader.load(str(snap))
+    message = str(caught.value)
+    assert str(snap / file.split("/")[0]) in message and "\n" not in message
+    assert re.search(expected, message), message
+
+
+def test_a_snapshot_has_one_id_however_it_is_named(snap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id recorded in every output's metadata: the resolved path, not the path as typed."""
+    monkeypatch.chdir(snap.parent)
+    (snap.parent / "link").symlink_to(snap, target_is_directory=True)
+    names = ("snap", "./snap", "snap/", "./snap//", str(snap), f"{snap}/", "link", "../" + snap.parent.name + "/snap")
+    located = {loader.locate(name) for name in names}
+    assert located == {(snap.resolve(), str(snap.resolve()))}

@@ -9,21 +9,39 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qedit import __version__
-from qedit.errors import QeditError
+from qedit.errors import QUOTE_LIMIT, QeditError, one_line, quote
 
 COMMANDS = ("edit", "batch", "session", "lora", "models", "tiny_model", "serve", "worker", "keys", "bench", "memory")
 EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with qedit's error style, and values that start with a dash and a digit taken as values.
+
+    argparse takes any argument that starts with ``-`` for an option unless it is a plain negative
+    number, so ``--box -5,0,10,10`` failed with "expected one argument" before the box could be
+    checked (and refused, naming it). No qedit option starts with a digit, so ``-`` and a digit is
+    always a value here: a negative number, a box, a size.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d")  # argparse's hook for "looks like a number"
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        """One line, exit 2 (argparse's own behaviour prints the whole usage first)."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        """One line, exit 2 (argparse's own behaviour prints the whole usage first); a long value
+        argparse quotes back (``invalid int value: '...'``) is shortened by ``errors.quote``."""
+        message = _LONG_QUOTED.sub(lambda m: quote(m.group(1)), message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
+
+
+_LONG_QUOTED = re.compile(rf"'([^'\n]{{{QUOTE_LIMIT + 1},}})'")
 
 
 def flags_given(args: argparse.Namespace, fields: Mapping[str, str] | Iterable[str]) -> dict[str, Any]:
@@ -54,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except QeditError as e:
-        print(f"qedit {args.command}: error: {e}", file=sys.stderr)
+        print(f"qedit {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # Ctrl-C; an edit it cancelled says what it left (see cli.progress)
         print(f"qedit {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)

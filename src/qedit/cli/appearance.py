@@ -11,6 +11,7 @@ run before the model loads (``edit_flags.load_checked_engine``). Errors name the
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 from qedit.cli import flags_given
 from qedit.cli.edit_flags import errors_name_flags
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 from qedit.params import Box
 
 
@@ -74,9 +75,20 @@ def add_appearance_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_boxes(texts: list[str] | None) -> tuple[Box, ...]:
-    """Each ``--box`` as a ``Box``; an error names its position (``boxes[1]``)."""
+    """Each ``--box`` as a ``Box``; an error names its position (``boxes[1]``).
+
+    A negative coordinate (``--box -5,0,10,10``, which the parser now takes as a value) is refused
+    in the words of the image-bounds check (``masks.validate_boxes``): the coordinate, the limit and
+    the box. It is not clipped: a box drawn on the model's input is where the user said, or nowhere.
+    """
     boxes = []
     for i, text in enumerate(texts or ()):
+        coords = text.partition(":")[0].split(",")
+        for name, value in zip(("x0", "y0", "x1", "y1"), coords, strict=False):
+            if re.fullmatch(r"\s*-\d+\s*", value):
+                raise InvalidInput(
+                    f"{name} must be >= 0, got {int(value)} (box {quote(text, bare=True)})", field=f"boxes[{i}]"
+                )
         try:
             boxes.append(Box.parse(text))
         except InvalidInput as e:

@@ -4,8 +4,14 @@ Built for long unattended runs:
 
 - The model loads once, and only when there is something to do (a finished batch re-run loads
   nothing).
-- Resuming is running the same command again: an input whose outputs all exist is skipped. Outputs
-  are written atomically (``imageio.save_image``), so an existing output is a complete one.
+- Resuming is running the same command again: an input whose outputs all exist is skipped, if
+  they answer the same request. Each output records ``metadata.request_digest`` (parameters as
+  given, the input's bytes, the model's canonical id, pixel-changing engine options); an output
+  recording another one (the prompt, a flag, the input or the model changed) is redone and
+  replaced, since it is qedit's own and the command now asks for something else. A file in the
+  output's place that qedit batch did not write (no such record) is never overwritten: that input
+  fails, saying so. Outputs are written atomically (``imageio.save_image``), so an existing output
+  is a complete one.
 - A file that cannot be read (truncated, not an image, unsupported format) does not stop the run: it
   is reported as it happens and listed with its reason at the end, and the exit code is then 1 so
   scripts notice. Problems that would fail every file (bad flags, a missing model, an output that
@@ -33,9 +39,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qedit.cli import edit_flags, lora_flags
-from qedit.errors import InvalidInput
+from qedit.cli import edit_flags, engine_flags, lora_flags
+from qedit.errors import InvalidInput, quote
 from qedit.params import EditParams
+from qedit.request_check import DEFAULT_SIDES, SideLimits
 
 if TYPE_CHECKING:
     from qedit.models.protocol import EditEngine
@@ -64,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-r", "--recursive", action="store_true", help="also edit images in sub-folders (mirrored)")
     edit_flags.add_edit_arguments(p)
+    edit_flags.add_input_limits(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -76,9 +84,16 @@ class Job:
     name: str  # the input relative to IN_DIR, as shown to the user
     outputs: tuple[Path, ...]
 
-    @property
-    def done(self) -> bool:
-        return all(p.exists() for p in self.outputs)
+
+@dataclass(frozen=True)
+class Resume:
+    """What, besides the parameters and the input, decides an output: compared on resume."""
+
+    model: str  # snapshot.canonical_model of --model
+    engine_options: dict[str, str] = field(default_factory=dict)  # EngineOptions.changes_pixels()
+
+
+DONE, TODO, STALE = "done", "todo", "stale"
 
 
 @dataclass
@@ -133,17 +148,22 @@ def plan(in_dir: Path, out_dir: Path, files: list[Path], ext: str, num: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from qedit.models.snapshot import canonical_model
+
     fmt = edit_flags.output_format(args)
     ext = (args.format or "png").lower()
     params = edit_flags.params_from_args(args)
+    sides = edit_flags.side_limits(args)
+    options = engine_flags.engine_options_from_args(args)
+    resume = Resume(canonical_model(edit_flags.model_reference(args)), options.changes_pixels())
     in_dir: Path = args.in_dir
     out_dir: Path = args.out_dir
     if not in_dir.exists():
-        raise InvalidInput(f"no such directory: {in_dir}", field="IN_DIR")
+        raise InvalidInput(f"no such directory: {_shown(in_dir)}", field="IN_DIR")
     if not in_dir.is_dir():
-        raise InvalidInput(f"{in_dir} is not a directory", field="IN_DIR")
+        raise InvalidInput(f"{_shown(in_dir)} is not a directory", field="IN_DIR")
     if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidInput(f"{out_dir} exists and is not a directory", field="OUT_DIR")
+        raise InvalidInput(f"{_shown(out_dir)} exists and is not a directory", field="OUT_DIR")
     files, ignored = find_inputs(in_dir, args.recursive, exclude=out_dir if out_dir.exists() else None)
     if not files:
         where = f"{in_dir} or its sub-folders" if args.recursive else str(in_dir)
@@ -153,12 +173,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InvalidInput(f"cannot create {out_dir}: {e.strerror or e}", field="OUT_DIR") from None
+        raise InvalidInput(f"cannot create {_shown(out_dir)}: {e.strerror or e}", field="OUT_DIR") from None
     jobs = plan(in_dir, out_dir, files, ext, params.num_images)
     report = Report(ignored=ignored)
     try:
         with edit_flags.errors_name_flags():
-            process(jobs, params, fmt, lambda: edit_flags.load_engine(args), report, progress=not args.quiet)
+            process(
+                jobs,
+                params,
+                fmt,
+                lambda: edit_flags.load_engine(args),
+                report,
+                progress=not args.quiet,
+                resume=resume,
+                sides=sides,
+            )
     except KeyboardInterrupt:
         print_summary(report, interrupted=True)
         raise
@@ -174,18 +203,48 @@ def process(
     report: Report,
     *,
     progress: bool = True,
+    resume: Resume | None = None,
+    sides: SideLimits = DEFAULT_SIDES,
 ) -> Report:
-    """Edit every unfinished job with one engine (loaded on the first job that needs it)."""
+    """Edit every unfinished job with one engine (loaded on the first job that needs it).
+
+    A job is finished when all its outputs exist and record this request's digest (``resume``: the
+    model and engine options the digest covers besides ``params`` and the input).
+    """
     from tqdm import tqdm
 
     from qedit import imageio
     from qedit.cli.progress import run_edit
+    from qedit.metadata import REQUEST_KEY, request_digest
     from qedit.models.protocol import EditRequest
+    from qedit.request_check import check_image_sides
 
-    todo = [j for j in jobs if not j.done]
-    report.skipped.extend(j for j in jobs if j.done)
+    resume = resume or Resume(model="")
+    digests: dict[Path, str] = {}
+    todo: list[Job] = []
+    stale = 0
+    for job in jobs:
+        try:
+            digests[job.source] = request_digest(params, [job.source.read_bytes()], resume.model, resume.engine_options)
+        except OSError:
+            todo.append(job)  # its load below says what is wrong with the file
+            continue
+        state = _state(job, digests[job.source])
+        if state == DONE:
+            report.skipped.append(job)
+        elif state in (TODO, STALE):
+            todo.append(job)
+            stale += state == STALE
+        else:
+            _fail(report, job, state, progress)
     if report.skipped:
         _say(f"skipping {len(report.skipped)} already edited (outputs exist)", progress, sys.stderr)
+    if stale:
+        _say(
+            f"redoing {stale} whose outputs were made by another request (prompt, parameters, input or model)",
+            progress,
+            sys.stderr,
+        )
     adapters = lora_flags.describe(params)
     if adapters and todo:
         _say(f"editing with {adapters}", progress, sys.stderr)
@@ -204,6 +263,7 @@ def process(
             files_bar.set_postfix_str(job.name, refresh=True)
             try:
                 image = imageio.load_image(job.source, field=job.name)
+                check_image_sides(image.size, sides, job.name)
             except InvalidInput as e:
                 _fail(report, job, e.message, progress)
                 files_bar.update(1)
@@ -224,13 +284,43 @@ def process(
                 continue
             for out, path in zip(result.outputs, job.outputs, strict=True):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                imageio.save_image(out.image, path, fmt, out.metadata)
+                metadata = {**out.metadata, REQUEST_KEY: digests[job.source]} if job.source in digests else out.metadata
+                imageio.save_image(out.image, path, fmt, metadata)
                 _say(f"{path}  seed {out.seed}  {out.image.size[0]}x{out.image.size[1]}", progress, sys.stdout)
             report.edited.append(job)
             files_bar.update(1)
     finally:
         files_bar.close()
     return report
+
+
+def _state(job: Job, digest: str) -> str:
+    """DONE (every output records ``digest``), TODO (none exists), STALE (qedit batch's own outputs,
+    some missing or recording another request), or, for a file in an output's place that qedit batch
+    did not write, the reason the job fails rather than overwrite it."""
+    from qedit import imageio
+    from qedit.metadata import REQUEST_KEY
+
+    existing = [p for p in job.outputs if p.exists()]
+    if not existing:
+        return TODO
+    records = []
+    for path in existing:
+        try:
+            meta = imageio.read_metadata(path)
+        except InvalidInput:
+            meta = {}
+        if REQUEST_KEY not in meta and not meta.get("engine", "").startswith("qedit "):
+            return (
+                f"{_shown(path)} exists and was not written by qedit; "
+                "move it away or choose another OUT_DIR (it is not overwritten)"
+            )
+        records.append(meta.get(REQUEST_KEY))
+    return DONE if len(existing) == len(job.outputs) and all(r == digest for r in records) else STALE
+
+
+def _shown(path: Path) -> str:
+    return quote(str(path), 200, bare=True)
 
 
 def _history(source: Path) -> tuple[dict, ...]:

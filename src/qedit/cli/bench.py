@@ -15,6 +15,7 @@ import re
 import sys
 
 from qedit.cli.engine_flags import add_engine_arguments, engine_options_from_args
+from qedit.errors import quote
 
 SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -22,7 +23,7 @@ SIZE = re.compile(r"^(\d+)x(\d+)$")
 def _size(text: str) -> tuple[int, int]:
     m = SIZE.match(text.strip().lower())
     if not m:
-        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 512x512), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 512x512), got {quote(text)}")
     return int(m.group(1)), int(m.group(2))
 
 

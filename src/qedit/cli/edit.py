@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qedit.cli import appearance, edit_flags, lora_flags
 from qedit.cli.progress import run_edit
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     edit_flags.add_edit_arguments(p)
     appearance.add_appearance_arguments(p)
+    edit_flags.add_input_limits(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -56,22 +57,26 @@ def default_output(image: Path, fmt: str | None, n: int) -> Path:
         candidate = image.with_name(f"{image.stem}-edited{'' if k == 1 else f'-{k}'}{ext}")
         if not any(path.exists() for path in output_paths(candidate, n)):
             return candidate
-    raise InvalidInput(f"no free output name beside {image}; give -o", field="output")
+    raise InvalidInput(f"no free output name beside {quote(str(image), 200, bare=True)}; give -o", field="output")
 
 
 def run(args: argparse.Namespace) -> int:
     from qedit import imageio
     from qedit.metadata import history_from_metadata
     from qedit.models.protocol import EditRequest
+    from qedit.request_check import check_image_sides
 
+    limits = edit_flags.side_limits(args)
     images = tuple(imageio.load_image(path, field=f"image[{i}]") for i, path in enumerate(args.images))
+    for i, image in enumerate(images):
+        check_image_sides(image.size, limits, f"image[{i}]")
     mask, appearance_fields = appearance.appearance_from_args(args)
     params = edit_flags.params_from_args(args, **appearance_fields)
     if args.output is None:
         args.output = default_output(Path(args.images[-1]), getattr(args, "format", None), params.num_images)
     fmt = edit_flags.output_format(args)
     if not args.output.parent.is_dir():
-        raise InvalidInput(f"directory {args.output.parent} does not exist", field="output")
+        raise InvalidInput(f"directory {quote(str(args.output.parent), 200, bare=True)} does not exist", field="output")
     history = history_from_metadata(imageio.read_metadata(args.images[-1]))
     engine = edit_flags.load_checked_engine(args, params, [image.size for image in images], mask)
     request = EditRequest(params=params, images=images, mask=mask, parent=str(args.images[-1]), history=history)

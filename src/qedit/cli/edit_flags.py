@@ -14,14 +14,16 @@ whichever layer raised it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from qedit.cli import engine_flags, flags_given, lora_flags
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 from qedit.params import EditParams, parse_size, validate
+from qedit.request_check import MAX_SIDE, MIN_SIDE, SideLimits
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -128,6 +130,55 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, output_format: bool =
     engine_flags.add_engine_arguments(parser)
 
 
+SIDE_FLAGS = {
+    "min_side": ("--min-side", "QEDIT_MIN_SIDE", MIN_SIDE),
+    "max_side": ("--max-side", "QEDIT_MAX_SIDE", MAX_SIDE),
+}
+"""``SideLimits`` field -> (flag, the service's variable the default comes from, the built-in default)."""
+
+
+def add_input_limits(parser: argparse.ArgumentParser) -> None:
+    """``--min-side``/``--max-side`` for the commands that take image files (``edit``, ``batch``,
+    ``session new``): the rule ``request_check.check_image_sides`` states, with the service's defaults."""
+    g = parser.add_argument_group(
+        "input limits", "the service's rule: each side of an input image within these (request_check.SideLimits)"
+    )
+    for field, (flag, variable, default) in SIDE_FLAGS.items():
+        g.add_argument(
+            flag,
+            dest=field,
+            type=int,
+            metavar="PX",
+            help=f"{'smallest' if field == 'min_side' else 'largest'} input side accepted "
+            f"(default ${variable}, else {default})",
+        )
+
+
+def side_limits(args: argparse.Namespace) -> SideLimits:
+    """The input-size limits: the flag, else the service's ``QEDIT_MIN_SIDE``/``QEDIT_MAX_SIDE``, else
+    384-3072, so the CLI refuses what the service would. Errors name the flag or the variable."""
+    values: dict[str, int] = {}
+    named: dict[str, str] = {}
+    for field, (flag, variable, default) in SIDE_FLAGS.items():
+        given = getattr(args, field, None)
+        if given is not None:
+            values[field], named[field] = given, flag
+            continue
+        text = os.environ.get(variable, "").strip()
+        named[field] = variable if text else flag
+        try:
+            values[field] = int(text) if text else default
+        except ValueError:
+            raise InvalidInput(f"must be a whole number of px, got {quote(text)}", field=variable) from None
+    try:
+        return SideLimits(**values)
+    except InvalidInput:
+        bad = next((f for f in ("min_side", "max_side") if values[f] < 1), "min_side")
+        raise InvalidInput(
+            f"need 1 <= min side <= max side, got {values['min_side']} and {values['max_side']}", field=named[bad]
+        ) from None
+
+
 def params_from_args(args: argparse.Namespace, **extra: Any) -> EditParams:
     """The flags (plus ``extra`` fields from other flag groups) as one validated ``EditParams``.
 
@@ -158,7 +209,9 @@ def output_format(args: argparse.Namespace) -> str:
     if fmt is not None:
         fmt = imageio.normalise_format(fmt)
         if suffix and suffix in imageio.OUTPUT_FORMATS and imageio.normalise_format(suffix) != fmt:
-            raise InvalidInput(f"--format {fmt} does not match the output name {output.name}", field="format")
+            raise InvalidInput(
+                f"--format {fmt} does not match the output name {quote(output.name, bare=True)}", field="format"
+            )
         if suffix and suffix not in imageio.OUTPUT_FORMATS:
             imageio.format_for_path(output)  # the one-line "use .png, .jpg, .jpeg or .webp" error
         return fmt

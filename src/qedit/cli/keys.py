@@ -28,7 +28,7 @@ def _when(ts: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from qedit.cli.service_settings import settings_from_args
-    from qedit.errors import InvalidInput
+    from qedit.errors import InvalidInput, quote
     from qedit.files import private_dir
     from qedit.service.database import Database
     from qedit.service.keys import KeyStore
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             key = keys.revoke(args.key)
             if key is None:
-                raise InvalidInput(f"no single key with id or prefix {args.key!r}", field="key")
+                raise InvalidInput(f"no single key with id or prefix {quote(args.key)}", field="key")
             print(f"revoked {key.id} ({key.name})")
     finally:
         db.close()

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def footprint_of(model: str, dtype: str, gguf_file: Path | None) -> Footprint:
     """A snapshot's headers when it is on this machine (the tiny presets are written first), else a
     real spec's known sizes; anything else is one line naming the model."""
-    from qedit.errors import InvalidInput
+    from qedit.errors import InvalidInput, quote
     from qedit.models import footprint
     from qedit.models.snapshot import local_snapshot
     from qedit.models.specs import SPECS
@@ -55,7 +55,7 @@ def footprint_of(model: str, dtype: str, gguf_file: Path | None) -> Footprint:
     if spec is not None:
         return footprint.from_spec(model, dtype, gguf_file)
     raise InvalidInput(
-        f"no snapshot {model!r} on this machine; give a snapshot directory or one of: {', '.join(SPECS)}",
+        f"no snapshot {quote(model)} on this machine; give a snapshot directory or one of: {', '.join(SPECS)}",
         field="model",
     )
 

@@ -4,13 +4,20 @@ Lightning files ``--fast`` would use (or where to put them).
 ``--fast`` fails, by design, when the variant's Lightning LoRA is missing; this listing is where a
 user finds out beforehand which files are in place, and the exact name and URL of the ones that are
 not. A snapshot with Lightning fused in needs none and is marked so.
+
+A snapshot that would not load (a component folder or weights file missing, a config that does not
+parse, a truncated weights file) is listed as broken with the loader's own reason
+(``snapshot.check_files``), not as a model to use; a ``--path`` that is not a directory is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from qedit.errors import InvalidInput, quote
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def find_snapshots(roots: list[Path]) -> list[tuple[Path, str]]:
-    """Directories (depth <= 3) holding a Qwen-Image-Edit model_index.json, with their detected spec."""
-    from qedit.errors import QeditError
-    from qedit.models.snapshot import detect_spec
+@dataclass(frozen=True)
+class Found:
+    """A snapshot directory: its spec's name (None when not even that can be read) and what is broken."""
 
-    found: list[tuple[Path, str]] = []
+    path: Path
+    name: str | None
+    problem: str | None = None
+
+
+def find_snapshots(roots: list[Path]) -> list[Found]:
+    """Directories (depth <= 3) holding a Qwen-Image-Edit model_index.json: their detected spec, and
+    for a snapshot that would not load, why (the loader's message). Other pipelines are left out."""
+    from qedit.errors import QeditError
+    from qedit.models.snapshot import check_files, detect_spec, is_family_index, read_json
+
+    found: list[Found] = []
     seen: set[Path] = set()
     for root in roots:
         if not root.is_dir():
@@ -48,10 +65,29 @@ def find_snapshots(roots: list[Path]) -> list[tuple[Path, str]]:
                 continue
             seen.add(snap)
             try:
-                found.append((snap, detect_spec(snap).name))
-            except QeditError:
-                continue  # another kind of diffusers pipeline
+                if not is_family_index(read_json(index)):
+                    continue  # another kind of diffusers pipeline
+                name = detect_spec(snap).name
+            except QeditError as e:
+                found.append(Found(snap, None, e.message))
+                continue
+            try:
+                check_files(snap)
+            except QeditError as e:
+                found.append(Found(snap, name, e.message))
+                continue
+            found.append(Found(snap, name))
     return found
+
+
+def check_paths(paths: list[str]) -> None:
+    """Every ``--path`` is an existing directory: a typo is an error, not an empty listing."""
+    for i, text in enumerate(paths):
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise InvalidInput(f"no such directory: {quote(text, 200, bare=True)}", field=f"--path[{i}]")
+        if not path.is_dir():
+            raise InvalidInput(f"{quote(text, 200, bare=True)} is not a directory", field=f"--path[{i}]")
 
 
 def search_roots(extra: list[str]) -> list[Path]:
@@ -104,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from qedit.loras import lightning
     from qedit.models.specs import SPECS
 
+    check_paths(args.path)
     print("Specs:")
     for spec in SPECS.values():
         images = f"1-{spec.max_images} images" if spec.max_images > 1 else "1 image"
@@ -120,8 +157,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {spec.name if i == 0 else '':22} {line}")
     snapshots = find_snapshots(search_roots(args.path))
     print("Snapshots found:" if snapshots else "Snapshots found: none (real weights: see README, 'Real weights')")
-    for path, name in snapshots:
-        print(f"  {name:22} {path}")
-        for line in snapshot_lightning(path, SPECS[name].lightning, dirs):
+    for snap in snapshots:
+        if snap.problem is not None:
+            print(f"  {'broken':22} {snap.path}")
+            print(f"  {'':22}   {snap.name or 'unknown spec'}, will not load: {snap.problem}")
+            continue
+        assert snap.name is not None
+        print(f"  {snap.name:22} {snap.path}")
+        for line in snapshot_lightning(snap.path, SPECS[snap.name].lightning, dirs):
             print(f"  {'':22}   {line}")
     return 0

@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from qedit.cli import flags_given
-from qedit.errors import InvalidInput
+from qedit.errors import InvalidInput, quote
 
 if TYPE_CHECKING:
     from qedit.config import Settings
@@ -48,7 +48,7 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Settings:
         message = err["msg"].removeprefix("Value error, ")
         if not name:
             raise InvalidInput(message) from None
-        got = f" (got {value!r})" if value is not None else ""
+        got = f" (got {quote(value)})" if value is not None else ""
         raise InvalidInput(message + got, field=_where(name, given)) from None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qedit.cli import appearance, edit_flags, lora_flags, progress
+from qedit.errors import InvalidInput
 
 if TYPE_CHECKING:
     from qedit.sessions import EditSession, Step
@@ -27,12 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "original's across any number of steps.",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _action(actions, "new", "start a session; step 0 = IMAGE", run_new).add_argument(
-        "image", type=Path, metavar="IMAGE"
-    )
+    new = _action(actions, "new", "start a session; step 0 = IMAGE", run_new)
+    new.add_argument("image", type=Path, metavar="IMAGE")
+    edit_flags.add_input_limits(new)
     ed = _action(actions, "edit", "edit HEAD's image; the result becomes the new HEAD", run_edit)
     ed.add_argument("-p", "--prompt", required=True, help="the instruction")
-    edit_flags.add_edit_arguments(ed)
+    edit_flags.add_edit_arguments(ed, output_format=False)
+    ed.add_argument("--format", help=argparse.SUPPRESS)  # refused with a reason (run_edit), not as "unrecognized"
     appearance.add_appearance_arguments(ed)
     ed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _action(actions, "log", "list the steps (HEAD marked with *)", run_log)
@@ -64,10 +66,13 @@ def _open(args: argparse.Namespace) -> EditSession:
 
 def run_new(args: argparse.Namespace) -> int:
     from qedit import imageio
+    from qedit.request_check import check_image_sides
     from qedit.sessions import EditSession, check_name
 
     check_name(args.name)
+    limits = edit_flags.side_limits(args)
     image = imageio.load_image(args.image, field="image")
+    check_image_sides(image.size, limits, "image")  # later steps are the session's own outputs
     session = EditSession.create(args.name, image, directory=args.dir, source=str(args.image))
     print(f"session {session.name} in {session.directory}: step 0 = {args.image} ({image.size[0]}x{image.size[1]})")
     return 0
@@ -76,6 +81,12 @@ def run_new(args: argparse.Namespace) -> int:
 def run_edit(args: argparse.Namespace) -> int:
     from qedit.sessions import edit
 
+    if args.format is not None:
+        raise InvalidInput(
+            "a session keeps every step as lossless PNG (the untouched pixels stay step 0's); "
+            "convert a step after `qedit session export` instead",
+            field="--format",
+        )
     session = _open(args)
     mask, fields = appearance.appearance_from_args(args)
     params = edit_flags.params_from_args(args, **fields)

@@ -12,6 +12,9 @@ the 20B transformer in fp32 and casting afterwards exhausts host memory.
 from __future__ import annotations
 
 import logging
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,29 +22,13 @@ from typing import Any
 from qedit.engine import memory, speed
 from qedit.engine.hf import download, quiet_libraries
 from qedit.engine.tiny import ensure_tiny
-from qedit.errors import ModelLoadError, QeditError
+from qedit.errors import ModelLoadError, QeditError, one_line, quote
 from qedit.loras import lightning
 from qedit.models.options import EngineOptions
-from qedit.models.snapshot import detect_spec, read_json, snapshot_name
+from qedit.models.snapshot import canonical_model, check_files, detect_spec, read_json, snapshot_name
 from qedit.models.specs import SPECS, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
-
-# folder -> files that must exist (any one of each tuple), checked before any weight is read
-REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "transformer": (
-        ("config.json",),
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
-    ),
-    "vae": (
-        ("config.json",),
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
-    ),
-    "text_encoder": (("config.json",), ("model.safetensors", "model.safetensors.index.json")),
-    "tokenizer": (("tokenizer.json", "vocab.json"),),
-    "processor": (("preprocessor_config.json", "processor_config.json"),),
-    "scheduler": (("scheduler_config.json",),),
-}
 
 
 @dataclass
@@ -89,7 +76,7 @@ def pick_dtype(device: str, dtype: str | None = None):  # -> torch.dtype
     }
     if dtype and dtype != "auto":
         if dtype not in names:
-            raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(names)}", field="dtype")
+            raise ModelLoadError(f"unknown dtype {quote(dtype)}; choose from {', '.join(names)}", field="dtype")
         return names[dtype]
     return torch.float32 if device.startswith("cpu") else torch.bfloat16
 
@@ -97,45 +84,78 @@ def pick_dtype(device: str, dtype: str | None = None):  # -> torch.dtype
 def locate(model: str) -> tuple[Path, str]:
     """``model`` (spec name, snapshot directory or hub id) -> (snapshot directory, model id shown to users).
 
-    The tiny presets are written on first use; a hub id is fetched into huggingface_hub's cache.
+    The tiny presets are written on first use; a hub id is fetched into huggingface_hub's cache. The id
+    is ``canonical_model``'s: a directory is named by its resolved absolute path, however it was typed.
     """
     if model in SPECS and SPECS[model].tiny:
         return ensure_tiny(model), model
     path = Path(model).expanduser()
     if path.is_dir():
-        return path, model
+        return path.resolve(), canonical_model(model)
     hub_id = SPECS[model].hub_id if model in SPECS else model
     if hub_id and "/" in hub_id and not path.is_absolute() and not model.startswith("."):
         return download(hub_id), hub_id
     raise ModelLoadError(
-        f"no such model directory: {model} (give a snapshot dir, a hub id, or one of: {', '.join(SPECS)})"
+        f"no such model directory: {quote(model, 200, bare=True)} (give a snapshot dir, a hub id, or one of: "
+        f"{', '.join(SPECS)})"
     )
 
 
 def check_snapshot(path: Path) -> None:
-    """Fail early, naming the file, rather than deep inside from_pretrained."""
-    read_json(path / "model_index.json")
-    for folder, groups in REQUIRED_FILES.items():
-        for names in groups:
-            found = [path / folder / n for n in names if (path / folder / n).is_file()]
-            if not found:
-                raise ModelLoadError(f"missing file {path / folder / names[0]}")
-            for f in found:
-                if f.suffix == ".json":
-                    read_json(f)
-        for weights in sorted((path / folder).glob("*.safetensors")):
-            _check_safetensors(weights)
+    """Fail early, naming the file, rather than deep inside from_pretrained (``snapshot.check_files``,
+    the same check ``qedit models`` lists snapshots by)."""
+    check_files(path)
 
 
-def _check_safetensors(file: Path) -> None:
-    """Reads only the header; a truncated or foreign file fails here with its name."""
-    from safetensors import safe_open
+def check_scheduler_config(config: dict[str, Any], file: Path) -> None:
+    """The scheduler config's values have the types diffusers' scheduler declares, and a schedule can be
+    built from them, for one step and for several, plain and with the Lightning recipe's overrides.
+
+    Without this a bad value (``"base_shift": "abc"``, an unknown ``time_shift_type``) loads fine and
+    fails at the first edit with a traceback from inside diffusers; here it is one line naming the file.
+    """
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from pydantic import TypeAdapter, ValidationError
+
+    from qedit.engine.latents import make_scheduler, timesteps
 
     try:
-        with safe_open(str(file), framework="pt") as f:
-            f.keys()
+        hints = typing.get_type_hints(FlowMatchEulerDiscreteScheduler.__init__)
+    except Exception:  # an annotation this Python cannot evaluate: the trial below still runs
+        hints = {}
+    for key, value in config.items():
+        if key.startswith("_") or key not in hints:
+            continue
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError:
+            hint = hints[key]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ModelLoadError(f"{file}: {key} is {quote(value)}, expected {expected}") from None
+        except Exception:  # an annotation pydantic cannot check: left to the trial
+            continue
+    try:
+        for cfg in (config, lightning.scheduler_config(config)):
+            for steps in (1, 4):
+                ts = timesteps(make_scheduler(cfg, steps), steps, 1024, torch.device("cpu"))
+                if not bool(torch.isfinite(ts).all()):
+                    raise ValueError(f"the {steps}-step schedule is not finite: {ts.tolist()}")
+    except Exception as e:  # diffusers' ValueError, a TypeError from arithmetic on a bad value
+        raise ModelLoadError(one_line(f"{file}: unusable scheduler config: {type(e).__name__}: {e}")) from None
+
+
+@contextmanager
+def _component(path: Path, folder: str) -> Iterator[None]:
+    """An error while a component loads names its folder and config file, on one line."""
+    try:
+        yield
+    except QeditError:
+        raise
     except Exception as e:
-        raise ModelLoadError(f"corrupt weights file {file}: {e}") from None
+        raise ModelLoadError(
+            one_line(f"cannot load {folder} from {path / folder} (config.json or weights): {type(e).__name__}: {e}")
+        ) from None
 
 
 def load(
@@ -165,7 +185,9 @@ def load(
     options.check_device(dev)
     memory.check(options)
     torch_dtype = pick_dtype(dev, dtype)
-    scheduler_config = read_json(path / "scheduler" / "scheduler_config.json")
+    scheduler_file = path / "scheduler" / "scheduler_config.json"
+    scheduler_config = read_json(scheduler_file)
+    check_scheduler_config(scheduler_config, scheduler_file)
     fused = lightning.fused_steps(snapshot_name(model, path), read_json(path / "model_index.json"), scheduler_config)
     if fused is not None:
         log.info("%s has a %d-step Lightning LoRA fused in: %d steps without CFG by default", model_id, fused, fused)
@@ -178,15 +200,14 @@ def load(
         options.quantize,
         options.offload,
     )
-    try:
+    with _component(path, "transformer"):
         transformer = memory.load_transformer(path, options, torch_dtype, dev)
+    with _component(path, "vae"):
         vae = AutoencoderKLQwenImage.from_pretrained(path / "vae", dtype=torch_dtype)
+    with _component(path, "text_encoder"):
         text_encoder = memory.load_text_encoder(path, options, torch_dtype, dev)
+    with _component(path, "processor"):
         processor = Qwen2VLProcessor.from_pretrained(path / "processor")
-    except QeditError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
     if model_spec.zero_cond_t != bool(transformer.config.get("zero_cond_t", False)):
         log.warning(
             "spec %s expects zero_cond_t=%s; the transformer config says otherwise",

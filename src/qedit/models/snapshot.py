@@ -5,6 +5,12 @@ The API needs to know how many images the served model takes before it queues an
 before it reads a weight. One answer, here. The same goes for what a LoRA must fit (the
 transformer's ``config.json``) and whether ``fast`` can run (the variant's Lightning file): the API
 checks both at submit, from the snapshot's files, when the snapshot is already on disk.
+
+Whether a snapshot is whole (``check_files``: every component's config parses, every weights file's
+header reads, every shard an index names exists) is answered here too, without torch, so that
+``qedit models`` lists a broken snapshot as broken, with the same reason the loader would give.
+And what a model is called in every output's metadata (``canonical_model``) is decided once: the
+same snapshot named four ways (``snap``, ``./snap``, ``snap/``, ``/abs/snap``) is one model.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qedit.errors import ModelLoadError, QeditError
+from qedit.errors import ModelLoadError, QeditError, quote
 from qedit.loras import lightning
 from qedit.models.specs import EDIT_CLASS, PLUS_CLASS, SPECS, ModelSpec, get_spec
 
@@ -35,6 +41,11 @@ def detect_spec(path: Path) -> ModelSpec:
     """Which member of the family a snapshot is, from its own files."""
     index = read_json(path / "model_index.json")
     if isinstance(index.get("_qedit_spec"), str):
+        if index["_qedit_spec"] not in SPECS:
+            raise ModelLoadError(
+                f"{path / 'model_index.json'}: _qedit_spec {quote(index['_qedit_spec'])} is not a known spec "
+                f"({', '.join(SPECS)})"
+            )
         return get_spec(index["_qedit_spec"])
     cls = index.get("_class_name")
     if cls == EDIT_CLASS:
@@ -43,9 +54,85 @@ def detect_spec(path: Path) -> ModelSpec:
         transformer = read_json(path / "transformer" / "config.json")
         return get_spec("qwen-image-edit-2511" if transformer.get("zero_cond_t") else "qwen-image-edit-2509")
     raise ModelLoadError(
-        f"{path / 'model_index.json'}: _class_name {cls!r} is not a Qwen-Image-Edit pipeline "
+        f"{path / 'model_index.json'}: _class_name {quote(cls)} is not a Qwen-Image-Edit pipeline "
         f"({EDIT_CLASS} or {PLUS_CLASS})"
     )
+
+
+def is_family_index(index: dict[str, Any]) -> bool:
+    """A ``model_index.json`` that claims to be a Qwen-Image-Edit snapshot (others are other pipelines)."""
+    return isinstance(index.get("_qedit_spec"), str) or index.get("_class_name") in (EDIT_CLASS, PLUS_CLASS)
+
+
+# folder -> files that must exist (any one of each tuple), checked before any weight is read
+REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "transformer": (
+        ("config.json",),
+        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    ),
+    "vae": (
+        ("config.json",),
+        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    ),
+    "text_encoder": (("config.json",), ("model.safetensors", "model.safetensors.index.json")),
+    "tokenizer": (("tokenizer.json", "vocab.json"),),
+    "processor": (("preprocessor_config.json", "processor_config.json"),),
+    "scheduler": (("scheduler_config.json",),),
+}
+
+
+def check_files(path: Path) -> None:
+    """Raise ``ModelLoadError`` naming the first missing or unreadable file of the snapshot at ``path``.
+
+    Reads configs and weights headers only (no tensor data, no torch): what is missing, what does
+    not parse, which shard an index names that is not there, which weights file is truncated.
+    """
+    read_json(path / "model_index.json")
+    for folder, groups in REQUIRED_FILES.items():
+        for names in groups:
+            found = [path / folder / n for n in names if (path / folder / n).is_file()]
+            if not found:
+                raise ModelLoadError(f"missing file {path / folder / names[0]}")
+            for f in found:
+                if f.suffix == ".json":
+                    data = read_json(f)
+                    if f.name.endswith(".index.json"):
+                        _check_shards(f, data)
+        for weights in sorted((path / folder).glob("*.safetensors")):
+            check_safetensors(weights)
+
+
+def _check_shards(index: Path, data: dict[str, Any]) -> None:
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelLoadError(f"corrupt file {index}: no weight_map")
+    for shard in sorted({str(v) for v in weight_map.values()}):
+        if not (index.parent / shard).is_file():
+            raise ModelLoadError(f"missing file {index.parent / shard} (a shard {index.name} names)")
+
+
+def check_safetensors(file: Path) -> None:
+    """Reads only the header (numpy framework: no torch); a truncated or foreign file fails with its name."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy") as f:
+            f.keys()
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError, ValueError
+        raise ModelLoadError(f"corrupt weights file {file}: {e}") from None
+
+
+def canonical_model(model: str) -> str:
+    """The id a model reference is recorded under: a spec name or hub id as it is (a real spec's name
+    becomes its hub id, what the loader fetches), a local snapshot directory as its resolved absolute
+    path, so ``snap``, ``./snap/``, ``~/snap`` and a symlink to it are one model, and the id loads it again."""
+    if model in SPECS:
+        spec = SPECS[model]
+        return model if spec.tiny or not spec.hub_id else spec.hub_id
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return model
 
 
 def default_model() -> str:

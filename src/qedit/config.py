@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(
         default=10.0, gt=0, le=120, description="one image fetch in all: connect, headers, redirects, body"
     )
+    max_body_bytes: int | None = Field(
+        default=None, ge=1024, description="request body cap, before parsing; default from the image limits"
+    )
     fetch_threads: int = Field(default=32, ge=1, le=512, description="threads for submissions' outbound fetches")
     fetch_per_key: int = Field(default=4, ge=1, le=512, description="a key's submissions fetching at once (more: 429)")
     allow_private_urls: bool = Field(
@@ -207,6 +210,14 @@ class Settings(BaseSettings):
         if self.lightning_dirs is None:
             self.lightning_dirs = [self.data_dir / "lightning"]
         return self
+
+    @property
+    def body_limit(self) -> int:
+        """``max_body_bytes``, else room for every image and a mask as base64 (4/3 of the bytes)
+        plus 1 MiB for the rest of the JSON or form: a valid request always fits, nothing much more."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return (self.max_images + 1) * self.max_input_bytes * 4 // 3 + 1024 * 1024
 
     def engine_options(self) -> EngineOptions:
         """The one ``EngineOptions`` the worker loads its engine with (and ``/readyz``, ``/metrics`` report)."""

@@ -138,7 +138,17 @@ def read_metadata(source: bytes | str | Path) -> dict[str, str]:
 
 def sniff_format(source: bytes | str | Path, field: str = "image") -> str:
     """The input's real format (``jpeg``, ``png``, ``webp``, ``bmp``, ``tiff``) from its header."""
-    return _INPUT_FORMATS[_open(source, field, load=False).format or ""]
+    return probe(source, field)[0]
+
+
+def probe(source: bytes | str | Path, field: str = "image") -> tuple[str, tuple[int, int]]:
+    """Format and (width, height) from the header alone: nothing is decoded.
+
+    So that limits on the size are checked before a byte of pixels is: a 400 KB PNG can declare
+    8192x8192 16-bit pixels, a gigabyte once decoded.
+    """
+    image = _open(source, field, load=False)
+    return _INPUT_FORMATS[image.format or ""], image.size
 
 
 def is_supported_name(path: str | Path) -> bool:

@@ -95,7 +95,7 @@ def test_an_image_url_is_fetched(core: Core) -> None:
         pytest.param("upload", png_bytes((3100, 400)), "image width must be 384-3072 px, got 3100", id="wide"),
         pytest.param("upload", b"hello, this is not a picture", "not an image file in a known format", id="not-image"),
         pytest.param("upload", I.gif((400, 400)), "unsupported format GIF", id="gif"),
-        pytest.param("upload", I.truncated_png(), "file is truncated", id="truncated"),
+        pytest.param("upload", I.truncated_png((400, 400)), "file is truncated", id="truncated"),
         pytest.param("upload", b"", "image is empty (0 bytes)", id="empty-upload"),
         pytest.param("string", "   ", "is empty; expected an https URL", id="blank"),
         pytest.param(

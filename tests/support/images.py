@@ -199,8 +199,9 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
-def truncated_png() -> bytes:
-    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)), "PNG")
+def truncated_png(size: tuple[int, int] = (128, 128)) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), np.uint8)
+    data = encode(Image.fromarray(pixels), "PNG")
     return data[: len(data) // 2]
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from qedit import __version__
 from qedit.api import errors
+from qedit.api.body_limit import BodyLimit
 from qedit.api.deps import rate_limiter
 from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
 from qedit.config import Settings
@@ -64,6 +65,7 @@ def create_app(
     app.state.services = services
     app.state.rate_limiter = rate_limiter(settings)
     errors.install(app)
+    app.add_middleware(BodyLimit, services=services)  # key and size checked before a body is read
     for module in (native, wavespeed, openai, aggregator, files, ops):
         app.include_router(module.router)
     return app

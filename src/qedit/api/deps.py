@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -109,19 +110,18 @@ def rate_limiter(settings: Settings) -> RateLimiter | SharedRateLimiter:
     return SharedRateLimiter(settings.rate_limit_url) if settings.rate_limit_url else RateLimiter()
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
-    settings = services.settings
-    if settings.auth == "none":
-        return Caller(key=None)
-    token = _bearer(request)
+def authenticate(services: Services, token: str | None) -> ApiKey:
+    """The live key with this secret, or the 401 every route answers (one rule, also used by
+    ``body_limit`` to refuse before a request's body is read)."""
     if not token:
         raise ApiError(
             "missing API key: send Authorization: Bearer <key>",
@@ -139,6 +139,19 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return key
+
+
+AUTHENTICATED = "qedit_key"  # the request-scope state entry where body_limit leaves the key it checked
+
+
+def get_caller(request: Request, services: ServicesDep) -> Caller:
+    settings = services.settings
+    if settings.auth == "none":
+        return Caller(key=None)
+    key = request.scope.get("state", {}).get(AUTHENTICATED)
+    if key is None:
+        key = authenticate(services, bearer(request.headers))
     limit = key.rate_limit_rpm or settings.rate_limit_rpm
     wait = request.app.state.rate_limiter.check(key.id, limit)
     if wait is not None:

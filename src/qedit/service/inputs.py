@@ -18,6 +18,7 @@ from PIL import Image
 from qedit.config import Settings
 from qedit.errors import InvalidInput, QeditError
 from qedit.netfetch import UrlPolicy, fetch_bytes
+from qedit.request_check import SideLimits, check_image_sides
 from qedit.service.records import TaskStatus
 from qedit.service.storage import LocalStorage
 from qedit.service.tasks import ANY_KEY, TaskStore
@@ -129,7 +130,8 @@ class InputReader:
     def validate(
         self, data: bytes, field: str, *, source: str, parent_id: str | None = None, mask: bool = False
     ) -> ImageInput:
-        """Size in bytes, decodable, a supported format, each side within the limits."""
+        """Size in bytes, a supported format, each side within the limits (read from the header,
+        before anything is decoded: a small file may declare a huge image), then decodable."""
         lim = self.limits
         if len(data) > lim.max_bytes:
             raise InvalidInput(f"image is {len(data)} bytes, at most {lim.max_bytes} allowed", field=field)
@@ -137,19 +139,16 @@ class InputReader:
             raise InvalidInput("image is empty (0 bytes)", field=field)
         from qedit import imageio
 
-        fmt = imageio.EXTENSIONS[imageio.sniff_format(data, field)]
+        name, declared = imageio.probe(data, field)
+        check_image_sides(declared, SideLimits(lim.min_side, lim.max_side), field)
+        fmt = imageio.EXTENSIONS[name]
         try:
             image = imageio.load_mask(data, field=field) if mask else imageio.load_image(data, field=field)
         except QeditError:
             raise
         except Exception as e:  # a decoder error is the client's file, not our bug
             raise InvalidInput(f"cannot decode the image: {e}", field=field) from None
-        w, h = image.size
-        for name, v in (("width", w), ("height", h)):
-            if not lim.min_side <= v <= lim.max_side:
-                raise InvalidInput(
-                    f"image {name} must be {lim.min_side}-{lim.max_side} px, got {v} ({w}x{h})", field=field
-                )
+        w, h = image.size  # after EXIF rotation: the sides may have swapped, not changed
         return ImageInput(
             data=data, ext=fmt, size=(w, h), source=source, parent_id=parent_id, mask=image if mask else None
         )

@@ -27,6 +27,9 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*[x*X×]\s*(\d+)\s*$")
 _COLOUR_RE = re.compile(r"^(#[0-9a-fA-F]{6}|[a-zA-Z]+)$")
 
 
+MAX_BOXES = 16  # the regions one instruction can name; a bound so a request cannot carry millions
+
+
 class Box(BaseModel):
     """A region drawn on the model's input (pixels of the edited, i.e. last, image; x1/y1 exclusive)."""
 
@@ -95,7 +98,9 @@ class EditParams(BaseModel):
     strength: float = Field(default=1.0, gt=0.0, le=1.0, description="how far masked areas may move")
     preserve: Literal["off", "auto"] = "off"
     preserve_threshold: float = Field(default=6.0, gt=0.0, le=100.0, description="CIELAB ΔE counted as change")
-    boxes: tuple[Box, ...] = ()
+    boxes: tuple[Box, ...] = Field(
+        default=(), max_length=MAX_BOXES, description=f"0-{MAX_BOXES} outlined regions drawn on the image"
+    )
     box_mask: bool = False
     # adapters and few-step editing (issue 9)
     loras: tuple[LoraSpec, ...] = Field(default=(), max_length=MAX_LORAS, description="0-3 LoRAs {path, scale}")

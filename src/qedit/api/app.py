@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qedit import __version__
-from qedit.api import errors
+from qedit.api import errors, openapi
 from qedit.api.body_limit import BodyLimit
 from qedit.api.deps import rate_limiter
 from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
@@ -28,7 +28,8 @@ log = logging.getLogger("qedit.api")
 DESCRIPTION = """\
 Asynchronous image edits with Qwen-Image-Edit over the interfaces clients already speak:
 WaveSpeed v3 (`/api/v3/...`), the aggregator task API (`/v1/images/generations`), OpenAI Images
-(`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY`.
+(`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY` (or `X-API-Key: KEY`; a server
+started with `--no-auth` takes no key). Errors are 4xx JSON naming the field, never 422.
 
 LoRAs: `loras: [{path, scale}]` (up to 3; scale -4 to 4) on the native, aggregator and OpenAI
 (a JSON string form field) interfaces and WaveSpeed's `edit-lora`, `edit-plus-lora` and
@@ -68,4 +69,5 @@ def create_app(
     app.add_middleware(BodyLimit, services=services)  # key and size checked before a body is read
     for module in (native, wavespeed, openai, aggregator, files, ops):
         app.include_router(module.router)
+    openapi.install(app)
     return app

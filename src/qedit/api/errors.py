@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qedit.errors import QeditError
+from qedit.errors import QeditError, quote
 
 WAVESPEED_PREFIX = "/api/v3"
 
@@ -74,6 +74,8 @@ def _validation_message(err: dict[str, Any]) -> tuple[str | None, str]:
         return field, "is required"
     if err.get("type") == "extra_forbidden":
         return field, "is not a known field"
+    if err.get("type") == "string_pattern_mismatch" and loc and loc[-1] == "size":  # the schema's pattern, in words
+        return field, f"expected WxH (e.g. 1024x768), W*H or auto, got {quote(value)}"
     if "got" in msg or value is None or isinstance(value, dict):
         return field, msg
     if isinstance(value, list):

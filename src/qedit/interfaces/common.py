@@ -12,7 +12,7 @@ import base64
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from qedit.errors import InvalidInput
 from qedit.imageio import MIME_TYPES
@@ -30,7 +30,9 @@ def _checked_size(v: str | None) -> str | None:
     return v
 
 
-SizeText = Annotated[str, AfterValidator(_checked_size)]
+SizeText = Annotated[
+    str, Field(pattern=r"^(auto|\s*\d+\s*[xX*×]\s*\d+\s*)$", max_length=32), AfterValidator(_checked_size)
+]
 """An output size as the interface spells it ("W*H", "WxH", or "auto" where allowed), checked by
 the same rules as ``EditParams.size`` and kept as text so that responses can echo it."""
 

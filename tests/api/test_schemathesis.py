@@ -64,7 +64,7 @@ def _fuzz(server: Server, seconds: int, examples: int, report: Path) -> subproce
         "--report-dir",
         str(report),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, cwd=report)
 
 
 def test_every_operation_keeps_to_the_document(fuzzed_server: Server, tmp_path: Path) -> None:

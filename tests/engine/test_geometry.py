@@ -53,3 +53,11 @@ def test_the_offset_probe_sees_a_two_pixel_shift() -> None:
     ImageDraw.Draw(img).rectangle([99, 0, 101, 299], fill="black")
     moved = ImageChops.offset(img, 2, 0)
     assert _line_centres(moved, [100], 0)[0] - _line_centres(img, [100], 0)[0] == pytest.approx(2.0, abs=0.01)
+
+
+@pytest.mark.parametrize("size", [(3, 500), (500, 3), (100, 3000), (1, 1)])
+def test_extreme_aspects_at_a_small_working_area_still_get_a_plan(size: tuple[int, int]) -> None:
+    """The tiny presets' 64x64 area has no 16-multiple size near it for 3x500 (was an AssertionError)."""
+    g = plan(size, 64 * 64, "exact")
+    assert g.working[0] % 16 == 0 and g.working[1] % 16 == 0
+    assert g.canvas[0] >= size[0] and g.canvas[1] >= size[1]

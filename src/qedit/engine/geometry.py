@@ -108,7 +108,9 @@ def _exact_plan(source: tuple[int, int], area: int) -> Geometry:
             key = (round(padding, 4), abs(w * h - area) / area)
             if best is None or key < best[:2]:
                 best = (*key, Geometry(source, canvas, (w, h)))
-    assert best is not None  # the reference size itself is always a candidate
+    if best is None:  # extreme aspect ratios at small areas: no grid size is near ``area``; take the reference's
+        size = (max(step, w0), max(step, h0))
+        return Geometry(source, _canvas_for(source, size), size)
     return best[2]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from qedit.errors import ModelLoadError
 from qedit.models.snapshot import canonical_model, check_files
-from tests.cli.test_models import linked_snapshot
+from tests.support.snapshots import linked_snapshot
 
 
 def test_a_spec_name_is_its_hub_id_and_a_folder_its_resolved_path(tmp_path: Path, monkeypatch) -> None:

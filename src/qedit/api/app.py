@@ -28,8 +28,9 @@ log = logging.getLogger("qedit.api")
 DESCRIPTION = """\
 Asynchronous image edits with Qwen-Image-Edit over the interfaces clients already speak:
 WaveSpeed v3 (`/api/v3/...`), the aggregator task API (`/v1/images/generations`), OpenAI Images
-(`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY` (or `X-API-Key: KEY`; a server
-started with `--no-auth` takes no key). Errors are 4xx JSON naming the field, never 422.
+(`/v1/images/edits`) and the native API (`/v1/edits`). Authenticate with `Authorization: Bearer KEY`
+(or `X-API-Key: KEY`; a server started with `--no-auth` takes no key). Errors are 4xx JSON naming
+the field, never 422.
 
 LoRAs: `loras: [{path, scale}]` (up to 3; scale -4 to 4) on the native, aggregator and OpenAI
 (a JSON string form field) interfaces and WaveSpeed's `edit-lora`, `edit-plus-lora` and

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from qedit import __version__
 from qedit.api import errors, openapi
 from qedit.api.body_limit import BodyLimit
 from qedit.api.deps import rate_limiter
-from qedit.api.routes import aggregator, files, native, openai, ops, wavespeed
+from qedit.api.routes import aggregator, files, native, openai, ops, playground, wavespeed
 from qedit.config import Settings
 from qedit.interfaces import webhook_payload
 from qedit.models.protocol import EditEngine
@@ -63,12 +65,14 @@ def create_app(
         finally:
             services.stop()
 
-    app = FastAPI(title="qedit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc from assets shipped in fastapi-offline's package: they render on an offline machine
+    app = FastAPIOffline(title="qedit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     app.state.rate_limiter = rate_limiter(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, services=services)  # key and size checked before a body is read
-    for module in (native, wavespeed, openai, aggregator, files, ops):
+    for module in (native, wavespeed, openai, aggregator, files, ops, playground):
         app.include_router(module.router)
     openapi.install(app)
+    app.mount("/playground/static", StaticFiles(directory=playground.PAGE), name="playground")
     return app

@@ -1,0 +1,63 @@
+"""The Playground: a web page for people who never touch the API, served from files in the package.
+
+The page is a client of the public API like any other (``/v1/edits`` with the key the person
+enters); the one thing it needs that the API did not say is the served model's limits and defaults,
+which ``GET /v1/playground/config`` answers without a key (it reveals nothing but limits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from qedit.api.deps import ServicesDep
+from qedit.api.submit import model_max_images
+from qedit.imageio import ALLOWED_NAMES
+from qedit.models.snapshot import spec_of
+from qedit.models.specs import get_spec
+
+PAGE = Path(__file__).resolve().parents[2] / "playground"
+DEFAULT_SPEC = "qwen-image-edit-2509"  # defaults shown for engines that are not a spec (``instant``)
+
+router = APIRouter(tags=["playground"])
+
+
+class PlaygroundConfig(BaseModel):
+    model: str
+    auth: bool = Field(description="whether requests need an API key")
+    max_images: int
+    min_side: int
+    max_side: int
+    max_input_bytes: int
+    formats: str = Field(description="input formats the server accepts")
+    default_steps: int
+    default_cfg: float
+    fast: bool = Field(description="whether fast (Lightning) editing applies to the served model")
+
+
+@router.get("/", include_in_schema=False)
+@router.get("/playground", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(PAGE / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/v1/playground/config", response_model=PlaygroundConfig, summary="The served model's limits and defaults")
+async def config(services: ServicesDep) -> dict:
+    s = services.settings
+    served = spec_of(s.model)
+    spec = served or get_spec(DEFAULT_SPEC)
+    return {
+        "model": s.model,
+        "auth": s.auth != "none",
+        "max_images": model_max_images(services),
+        "min_side": s.min_side,
+        "max_side": s.max_side,
+        "max_input_bytes": s.max_input_bytes,
+        "formats": ALLOWED_NAMES,
+        "default_steps": spec.default_steps,
+        "default_cfg": spec.default_cfg,
+        "fast": served is not None,  # the Lightning recipe belongs to a known variant
+    }

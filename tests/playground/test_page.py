@@ -1,0 +1,194 @@
+"""The Playground in a real browser: Debian's headless Chromium driven by Playwright's Python API,
+against a real ``qedit serve`` process (the ``instant`` engine, so each flow takes seconds).
+
+Screenshots of each state go to ``tests/playground/artifacts/`` (git-ignored) to be looked at.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.images import png_bytes
+from tests.support.server import Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+MAX_BYTES = 300_000  # the server's per-image limit here, so that an oversize file stays small
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_MAX_INPUT_BYTES": str(MAX_BYTES)}
+    srv = Server(tmp_path_factory.mktemp("playground"), env).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        # offline: every host name but loopback fails to resolve (a CDN script would not load)
+        offline = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", offline])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: object, served: Server) -> Iterator[object]:
+    context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
+    pg.on("console", lambda m: m.type == "error" and pg.errors.append(m.text))  # type: ignore[attr-defined]
+    yield pg
+    assert pg.errors == []  # type: ignore[attr-defined]
+    context.close()
+
+
+def shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def open_with_key(page: object, served: Server, key: str) -> None:
+    page.goto(served.url + "/")  # type: ignore[attr-defined]
+    page.fill("#key", key)  # type: ignore[attr-defined]
+    page.dispatch_event("#key", "change")  # type: ignore[attr-defined]
+
+
+def pick(page: object, tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    page.set_input_files("#files", str(path))  # type: ignore[attr-defined]
+
+
+def drop(page: object, name: str, data: bytes) -> None:
+    page.evaluate(  # type: ignore[attr-defined]
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: "image/png" }));
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+        }""",
+        [name, base64.b64encode(data).decode()],
+    )
+
+
+def says(page: object, text: str) -> str:
+    """Wait until the page's message contains ``text``; the message."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "t => document.getElementById('message').textContent.includes(t)", arg=text, timeout=5_000
+    )
+    return page.text_content("#message")  # type: ignore[attr-defined]
+
+
+def edit(page: object, prompt: str) -> None:
+    page.fill("#prompt", prompt)  # type: ignore[attr-defined]
+    page.click("#submit")  # type: ignore[attr-defined]
+
+
+def test_upload_edit_watch_progress_chain_and_history(page: object, served: Server, tmp_path: Path) -> None:
+    key = served.create_key("playground")
+    open_with_key(page, served, key)
+    shot(page, "01-empty")
+    pick(page, tmp_path, "photo.png", png_bytes((480, 400)))
+    page.wait_for_selector("#thumbs img")  # type: ignore[attr-defined]
+    assert page.locator("#thumbs img").count() == 1  # type: ignore[attr-defined]
+    page.click("details summary")  # type: ignore[attr-defined]  # the options
+    page.fill("#steps", "40")  # type: ignore[attr-defined]
+    edit(page, "make the sky purple")
+    page.wait_for_function("document.getElementById('step').textContent.startsWith('step ')", polling=50)  # type: ignore[attr-defined]
+    assert "/40" in page.text_content("#step")  # type: ignore[attr-defined]  # live progress from the event stream
+    shot(page, "02-progress")
+    page.wait_for_selector("#result:not([hidden])", timeout=20_000)  # type: ignore[attr-defined]
+    assert "/v1/files/" in page.get_attribute("#after", "src")  # type: ignore[attr-defined]
+    shot(page, "03-result")
+    first = httpx.get(f"{served.url}/v1/edits", headers={"authorization": f"Bearer {key}"}).json()["data"][0]
+
+    page.click("#chain")  # type: ignore[attr-defined]
+    page.wait_for_selector("#thumbs img")  # type: ignore[attr-defined]
+    assert page.locator("#thumbs img").count() == 1  # type: ignore[attr-defined]
+    edit(page, "now add a moon")
+    page.wait_for_function("document.querySelectorAll('#chain-steps li').length == 2", timeout=20_000)  # type: ignore[attr-defined]
+    shot(page, "04-chained")
+    tasks = httpx.get(f"{served.url}/v1/edits", headers={"authorization": f"Bearer {key}"}).json()["data"]
+    assert tasks[0]["parent_id"] == first["id"] and tasks[0]["inputs"][0]["source"] == f"task://{first['id']}/0"
+
+    page.reload()  # type: ignore[attr-defined]
+    page.wait_for_selector("#counters:has-text('completed')")  # type: ignore[attr-defined]
+    assert page.text_content("#counters") == "0 running · 2 completed"  # type: ignore[attr-defined]
+    assert page.locator("#history-list li").count() == 2  # type: ignore[attr-defined]
+    shot(page, "05-history")
+
+
+def test_files_are_checked_in_the_page_before_anything_is_sent(page: object, served: Server, tmp_path: Path) -> None:
+    key = served.create_key("checks")
+    open_with_key(page, served, key)
+    sent: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and sent.append(r.url))  # type: ignore[attr-defined]
+    pick(page, tmp_path, "tiny.png", png_bytes((100, 100)))
+    assert "each side must be 384-3072 px" in says(page, "100x100 px")
+    big = png_bytes((1200, 1200), mode="RGB")
+    big += b"\0" * (MAX_BYTES + 1 - len(big)) if len(big) <= MAX_BYTES else b""
+    pick(page, tmp_path, "big.png", big)
+    assert "MB allowed" in says(page, "big.png")
+    pick(page, tmp_path, "notes.txt", b"hello")
+    says(page, "notes.txt: not a supported image")
+    shot(page, "06-refused")
+    page.click("#submit")  # type: ignore[attr-defined]
+    says(page, "add an image first")
+    assert sent == []
+
+
+def test_drop_paint_a_mask_and_cancel(page: object, served: Server) -> None:
+    key = served.create_key("mask")
+    open_with_key(page, served, key)
+    drop(page, "dropped.png", png_bytes((480, 400)))
+    page.wait_for_selector("#canvas-wrap:not([hidden])")  # type: ignore[attr-defined]
+    box = page.locator("#mask-canvas").bounding_box()  # type: ignore[attr-defined]
+    page.mouse.move(box["x"] + 20, box["y"] + 20)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    shot(page, "07-mask")
+    page.click("details summary")  # type: ignore[attr-defined]
+    page.fill("#steps", "100")  # type: ignore[attr-defined]
+    page.fill("#count", "4")  # type: ignore[attr-defined]  # 4 x 100 steps: 20 s, time to cancel
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/edits")) as posted:  # type: ignore[attr-defined]
+        edit(page, "remove the painted thing")
+    body = posted.value.post_data_json
+    assert body["mask"].startswith("data:image/png;base64,") and body["num_inference_steps"] == 100
+    page.wait_for_function("document.getElementById('step').textContent.startsWith('step ')", polling=50)  # type: ignore[attr-defined]
+    page.click("#cancel")  # type: ignore[attr-defined]
+    page.wait_for_selector("#message:has-text('cancelled')", timeout=10_000)  # type: ignore[attr-defined]
+    shot(page, "08-cancelled")
+
+
+def test_language_switch_and_default_from_the_browser(browser: object, served: Server) -> None:
+    context = browser.new_context(locale="zh-CN")  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.goto(served.url + "/playground")
+    assert pg.text_content("h1") == "qedit 在线试用"
+    pg.select_option("#lang", "en")
+    assert pg.text_content("h1") == "qedit Playground"
+    pg.screenshot(path=str(ARTIFACTS / "09-language.png"))
+    context.close()
+
+
+def test_docs_render_offline(page: object, served: Server) -> None:
+    page.goto(served.url + "/docs")  # type: ignore[attr-defined]
+    page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)  # type: ignore[attr-defined]
+    assert "qedit" in page.text_content(".swagger-ui .info .title")  # type: ignore[attr-defined]
+    shot(page, "10-docs")

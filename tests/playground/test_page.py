@@ -162,6 +162,12 @@ def test_drop_paint_a_mask_and_cancel(page: object, served: Server) -> None:
     page.mouse.down()  # type: ignore[attr-defined]
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)  # type: ignore[attr-defined]
     page.mouse.up()  # type: ignore[attr-defined]
+    page.click("[data-tool=box]")  # type: ignore[attr-defined]  # a region box, in blue
+    page.select_option("#box-colour", "blue")  # type: ignore[attr-defined]
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9, steps=4)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
     shot(page, "07-mask")
     page.click("details summary")  # type: ignore[attr-defined]
     page.fill("#steps", "100")  # type: ignore[attr-defined]
@@ -170,6 +176,8 @@ def test_drop_paint_a_mask_and_cancel(page: object, served: Server) -> None:
         edit(page, "remove the painted thing")
     body = posted.value.post_data_json
     assert body["mask"].startswith("data:image/png;base64,") and body["num_inference_steps"] == 100
+    (region,) = body["boxes"]
+    assert region["colour"] == "blue" and 280 <= region["x0"] < region["x1"] <= 480 and region["y1"] <= 400
     page.wait_for_function("document.getElementById('step').textContent.startsWith('step ')", polling=50)  # type: ignore[attr-defined]
     page.click("#cancel")  # type: ignore[attr-defined]
     page.wait_for_selector("#message:has-text('cancelled')", timeout=10_000)  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ const STRINGS = {
   en: {
     title: "qedit Playground", api_docs: "API docs", language: "Language", new_edit: "New edit",
     api_key: "API key", drop: "Drop 1-3 images here, paste, or choose files",
-    mask: "Mask (paint where it may change)", brush: "Brush", eraser: "Eraser", undo: "Undo", clear: "Clear",
+    mask: "Mask (paint where it may change)", brush: "Brush", eraser: "Eraser", brush_tool: "Paint",
+    rect: "Rectangle", box: "Region box", copy_python: "Copy as Python", undo: "Undo", clear: "Clear",
     instruction: "Instruction", options: "Options", negative: "Negative prompt", steps: "Steps",
     cfg: "Guidance (CFG)", seed: "Seed", reuse_seed: "Reuse last seed", size: "Size", format: "Format",
     count: "Images", fast: "Fast (Lightning)", off: "off", edit: "Edit", cancel: "Cancel", result: "Result",
@@ -22,7 +23,8 @@ const STRINGS = {
   zh: {
     title: "qedit 在线试用", api_docs: "API 文档", language: "语言", new_edit: "新建编辑",
     api_key: "API 密钥", drop: "拖入 1-3 张图片，粘贴，或选择文件",
-    mask: "蒙版（涂抹允许修改的区域）", brush: "画笔", eraser: "橡皮擦", undo: "撤销", clear: "清除",
+    mask: "蒙版（涂抹允许修改的区域）", brush: "画笔", eraser: "橡皮擦", brush_tool: "涂抹",
+    rect: "矩形", box: "区域框", copy_python: "复制为 Python", undo: "撤销", clear: "清除",
     instruction: "编辑指令", options: "选项", negative: "反向提示词", steps: "步数",
     cfg: "引导强度 (CFG)", seed: "随机种子", reuse_seed: "沿用上次种子", size: "尺寸", format: "格式",
     count: "图片数量", fast: "快速 (Lightning)", off: "关闭", edit: "编辑", cancel: "取消", result: "结果",
@@ -157,13 +159,21 @@ function setupMask() {
   redrawMask();
 }
 
-function redrawMask() {
-  const canvas = $("mask-canvas");
-  const ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  for (const s of state.strokes) {
+
+function tool() {
+  return document.querySelector("#mask-tools [data-tool][aria-pressed='true']")?.dataset.tool || "brush";
+}
+
+function paint(ctx, strokes, colour) {
+  // strokes: brush paths and filled rectangles; an eraser stroke removes what is under it
+  for (const s of strokes) {
     ctx.globalCompositeOperation = s.erase ? "destination-out" : "source-over";
-    ctx.strokeStyle = "#ff3b30";
+    ctx.strokeStyle = ctx.fillStyle = colour;
+    if (s.rect) {
+      const [x0, y0, x1, y1] = s.rect;
+      ctx.fillRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+      continue;
+    }
     ctx.lineWidth = s.size;
     ctx.lineCap = ctx.lineJoin = "round";
     ctx.beginPath();
@@ -174,40 +184,80 @@ function redrawMask() {
   ctx.globalCompositeOperation = "source-over";
 }
 
+function redrawMask() {
+  const canvas = $("mask-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  paint(ctx, state.strokes.filter((a) => !a.box), "#ff3b30");
+  for (const b of state.strokes.filter((a) => a.box)) {
+    ctx.strokeStyle = b.colour;
+    ctx.lineWidth = Math.max(3, canvas.width / 150);
+    ctx.strokeRect(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0);
+  }
+}
+
+function boxes() {
+  return state.strokes.filter((a) => a.box).map(({ x0, y0, x1, y1, colour }) => ({ x0, y0, x1, y1, colour }));
+}
+
 function maskDataUri() {
-  if (!state.strokes.some((s) => !s.erase)) return null;
-  const painted = $("mask-canvas");
+  const strokes = state.strokes.filter((a) => !a.box);
+  if (!strokes.some((s) => !s.erase)) return null;
+  const painted = document.createElement("canvas");
+  painted.width = $("mask-canvas").width;
+  painted.height = $("mask-canvas").height;
+  paint(painted.getContext("2d"), strokes, "#fff");
   const out = document.createElement("canvas");
   out.width = painted.width;
   out.height = painted.height;
   const ctx = out.getContext("2d");
-  ctx.fillStyle = "#000";
+  ctx.fillStyle = "#000";  // black: kept as it is
   ctx.fillRect(0, 0, out.width, out.height);
-  const src = painted.getContext("2d").getImageData(0, 0, out.width, out.height);
-  const dst = ctx.getImageData(0, 0, out.width, out.height);
-  for (let i = 0; i < src.data.length; i += 4) {
-    if (src.data[i + 3] > 0) dst.data[i] = dst.data[i + 1] = dst.data[i + 2] = 255;
-  }
-  ctx.putImageData(dst, 0, 0);
+  ctx.drawImage(painted, 0, 0);  // white: may change
   return out.toDataURL("image/png");
 }
 
 function bindMask() {
   const canvas = $("mask-canvas");
-  let stroke = null;
+  let current = null;
   const point = (e) => {
     const box = canvas.getBoundingClientRect();
-    return [((e.clientX - box.left) * canvas.width) / box.width, ((e.clientY - box.top) * canvas.height) / box.height];
+    const x = ((e.clientX - box.left) * canvas.width) / box.width;
+    const y = ((e.clientY - box.top) * canvas.height) / box.height;
+    return [Math.max(0, Math.min(canvas.width, x)), Math.max(0, Math.min(canvas.height, y))];
   };
   canvas.addEventListener("pointerdown", (e) => {
-    const scale = canvas.width / canvas.getBoundingClientRect().width;
-    stroke = { erase: $("eraser").getAttribute("aria-pressed") === "true", size: Number($("brush").value) * scale, points: [point(e)] };
-    state.strokes.push(stroke);
+    const [x, y] = point(e);
+    const erase = $("eraser").getAttribute("aria-pressed") === "true";
+    const mode = tool();
+    if (mode === "box") current = { box: true, x0: x, y0: y, x1: x, y1: y, colour: $("box-colour").value, start: [x, y] };
+    else if (mode === "rect") current = { rect: [x, y, x, y], erase };
+    else current = { erase, size: (Number($("brush").value) * canvas.width) / canvas.getBoundingClientRect().width, points: [[x, y]] };
+    state.strokes.push(current);
     canvas.setPointerCapture(e.pointerId);
     redrawMask();
   });
-  canvas.addEventListener("pointermove", (e) => { if (stroke) { stroke.points.push(point(e)); redrawMask(); } });
-  canvas.addEventListener("pointerup", () => { stroke = null; });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!current) return;
+    const [x, y] = point(e);
+    if (current.box) {
+      const [sx, sy] = current.start;
+      Object.assign(current, { x0: Math.round(Math.min(sx, x)), y0: Math.round(Math.min(sy, y)), x1: Math.round(Math.max(sx, x)), y1: Math.round(Math.max(sy, y)) });
+    } else if (current.rect) current.rect = [current.rect[0], current.rect[1], x, y];
+    else current.points.push([x, y]);
+    redrawMask();
+  });
+  canvas.addEventListener("pointerup", () => {
+    if (current?.box && (current.x1 - current.x0 < 2 || current.y1 - current.y0 < 2)) state.strokes.pop();  // a click, not a box
+    delete current?.start;
+    current = null;
+    redrawMask();
+  });
+  for (const button of document.querySelectorAll("#mask-tools [data-tool]")) {
+    button.onclick = () => {
+      for (const other of document.querySelectorAll("#mask-tools [data-tool]")) other.setAttribute("aria-pressed", String(other === button));
+    };
+  }
   $("eraser").onclick = () => {
     const on = $("eraser").getAttribute("aria-pressed") !== "true";
     $("eraser").setAttribute("aria-pressed", String(on));
@@ -232,6 +282,8 @@ function requestBody() {
   if ($("fast").value) body.fast = Number($("fast").value);
   const mask = maskDataUri();
   if (mask) body.mask = mask;
+  const regions = boxes();
+  if (regions.length) body.boxes = regions;
   return body;
 }
 
@@ -353,6 +405,18 @@ function chainFromResult() {
   $("prompt").focus();
 }
 
+function pythonSnippet() {
+  const task = state.last;
+  if (!task) return "";
+  const body = { ...task.params, images: task.inputs.map((i) => i.source), seed: task.outputs[0]?.seed };
+  return [
+    "import os, httpx",
+    `r = httpx.post("${location.origin}/v1/edits", headers={"Authorization": f"Bearer {os.environ['QEDIT_KEY']}"},`,
+    `               json=${JSON.stringify(body)})`,
+    "print(r.json())",
+  ].join("\n");
+}
+
 function curlSnippet() {
   const task = state.last;
   if (!task) return "";
@@ -432,6 +496,12 @@ async function main() {
     $("params").textContent = text;
     try { await navigator.clipboard.writeText(text); say(t("copied")); } catch { /* no clipboard permission: shown instead */ }
   };
+  $("copy-python").onclick = async () => {
+    const text = pythonSnippet();
+    $("params").textContent = text;
+    try { await navigator.clipboard.writeText(text); say(t("copied")); } catch { /* shown instead */ }
+  };
+  $("compare").onclick = (e) => { if (e.target.tagName === "IMG") { $("compare").classList.toggle("zoom"); fitSlider(); } };
   $("slider").oninput = fitSlider;
   $("before").onload = fitSlider;
   window.addEventListener("resize", fitSlider);

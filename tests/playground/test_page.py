@@ -200,3 +200,36 @@ def test_docs_render_offline(page: object, served: Server) -> None:
     page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)  # type: ignore[attr-defined]
     assert "qedit" in page.text_content(".swagger-ui .info .title")  # type: ignore[attr-defined]
     shot(page, "10-docs")
+
+
+def test_phone_width_and_keyboard(browser: object, served: Server) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.goto(served.url + "/")
+    assert pg.evaluate("document.scrollingElement.scrollWidth") <= 390  # nothing wider than the phone
+    pg.focus("#drop")
+    with pg.expect_file_chooser() as chooser:
+        pg.keyboard.press("Enter")  # the drop zone opens the file picker from the keyboard
+    assert chooser.value.is_multiple()
+    pg.screenshot(path=str(ARTIFACTS / "11-phone.png"), full_page=True)
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("tiny"), {"QEDIT_MODEL": "tiny"}).start(timeout=180)
+    yield srv
+    srv.stop()
+
+
+def test_an_edit_on_the_tiny_preset(page: object, tiny_server: Server, tmp_path: Path) -> None:
+    """The real engine behind the page: the tiny preset's snapshot, loaded by the same code as real weights."""
+    open_with_key(page, tiny_server, tiny_server.create_key())
+    pick(page, tmp_path, "photo.png", png_bytes((480, 400)))
+    page.wait_for_selector("#thumbs img")  # type: ignore[attr-defined]
+    page.click("details summary")  # type: ignore[attr-defined]
+    page.fill("#steps", "2")  # type: ignore[attr-defined]
+    edit(page, "把天空变成紫色")
+    page.wait_for_selector("#result:not([hidden])", timeout=120_000)  # type: ignore[attr-defined]
+    assert '"num_inference_steps": 2' in page.text_content("#params")  # type: ignore[attr-defined]
+    shot(page, "12-tiny")

@@ -233,3 +233,15 @@ def test_an_edit_on_the_tiny_preset(page: object, tiny_server: Server, tmp_path:
     page.wait_for_selector("#result:not([hidden])", timeout=120_000)  # type: ignore[attr-defined]
     assert '"num_inference_steps": 2' in page.text_content("#params")  # type: ignore[attr-defined]
     shot(page, "12-tiny")
+
+
+def test_a_failed_edit_shows_the_servers_reason(page: object, served: Server, tmp_path: Path) -> None:
+    open_with_key(page, served, served.create_key("fails"))
+    pick(page, tmp_path, "photo.png", png_bytes((480, 400)))
+    page.wait_for_selector("#thumbs img")  # type: ignore[attr-defined]
+    edit(page, "[fail] this one")  # the instant engine fails an edit whose prompt says so
+    reason = says(page, "failed: ")
+    page.wait_for_selector("#history-list .status-failed")  # type: ignore[attr-defined]
+    shown = page.text_content("#history-list .status-failed")  # type: ignore[attr-defined]
+    assert reason.removeprefix("failed: ") in shown and len(reason) > len("failed: ")
+    shot(page, "13-failed")

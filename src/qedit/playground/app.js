@@ -506,6 +506,7 @@ async function main() {
   $("before").onload = fitSlider;
   window.addEventListener("resize", fitSlider);
   bindMask();
+  document.body.dataset.ready = "true";  // every control is wired (tests wait for this)
 }
 
 main();

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,24 @@ def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/qedit``, else ``~/.local/share/qedit``: the service's files, the Lightning folder."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "qedit"
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ENDPOINT_RE = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, ``prefix/``); the prefix may be empty. ``ValueError`` names what is wrong."""
+    scheme, sep, rest = url.strip().partition("://")
+    if scheme != "s3" or not sep:
+        raise ValueError("must be s3://bucket[/prefix] (leave it unset for the data dir)")
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.match(bucket):
+        raise ValueError(f"bucket {bucket!r} is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError("the prefix must not contain '.' or '..'")
+    return bucket, "".join(p + "/" for p in parts)
 
 
 class Settings(BaseSettings):
@@ -81,6 +100,15 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="base of result URLs (behind a proxy); default: the URL the client called"
     )
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket/prefix: inputs and outputs in S3-compatible storage; default: data_dir"
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, R2...); default: AWS")
+    s3_region: str | None = Field(default=None, description="the bucket's region; default: boto3's (else us-east-1)")
+    s3_public_endpoint_url: str | None = Field(
+        default=None, description="endpoint named in presigned result URLs, if clients reach S3 by another host"
+    )
+    s3_create_bucket: bool = Field(default=False, description="development: create the bucket if it is missing")
 
     # -- HTTP --------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -174,6 +202,23 @@ class Settings(BaseSettings):
     def _folders(cls, v: Any) -> Any:
         """``a,b`` from the environment, or ``a:b`` as ``PATH`` (and ``QEDIT_LIGHTNING_DIR``) are written."""
         return [p.strip() for p in v.replace(os.pathsep, ",").split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, v: str | None) -> str | None:
+        if v is not None and v.strip():
+            parse_storage_url(v)
+            return v.strip()
+        return None
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and v.strip():
+            if not _ENDPOINT_RE.match(v.strip()):
+                raise ValueError("must be an http(s):// URL of the S3 API, e.g. http://127.0.0.1:9000")
+            return v.strip().rstrip("/")
+        return None
 
     @model_validator(mode="after")
     def _sides(self) -> Settings:

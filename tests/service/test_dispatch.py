@@ -135,8 +135,8 @@ def test_delete_expired_deletes_files_of_finished_tasks_past_the_ttl_and_marks_t
     run_all(core, old, recent)
     assert core.tasks.claim("w@host:1:x", 60, task_id=running) is not None
     set_columns(core, old, finished_at=time.time() - 61)
-    old_upload = core.storage.write_upload(uuid.uuid4().hex, "a.png", png_bytes())
-    new_upload = core.storage.write_upload(uuid.uuid4().hex, "a.png", png_bytes())
+    old_upload = core.storage.absolute(core.storage.write_upload(uuid.uuid4().hex, "a.png", png_bytes()))
+    new_upload = core.storage.absolute(core.storage.write_upload(uuid.uuid4().hex, "a.png", png_bytes()))
     os.utime(old_upload.parent, (time.time() - 61, time.time() - 61))
     files = {tid: [core.storage.absolute(i.path) for i in current(core, tid).inputs] for tid in (old, recent, running)}
     for tid in (old, recent):

@@ -81,7 +81,7 @@ def test_native_webhook_is_signed_standard_webhooks_with_the_keys_own_secret(cor
     payload = json.loads(body)
     assert payload["id"] == tid and payload["status"] == "completed" and payload["object"] == "edit"
     own = core.storage.own_file(payload["outputs"][0]["url"])  # a signed URL of the stored output
-    assert own is not None and own[0] == tid and own[1].is_file()
+    assert own is not None and own[0] == tid and own[1] == core.storage.read(current(core, tid).outputs[0].file)
     assert current(core, tid).webhook_state == WebhookState.DELIVERED
 
 

@@ -29,6 +29,20 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where inputs and outputs live (docs/service.md#s3-storage); shared with ``qedit worker``."""
+    g = parser.add_argument_group("storage")
+    g.add_argument("--storage-url", metavar="s3://BUCKET/PREFIX", help="S3-compatible storage (default: the data dir)")
+    g.add_argument("--s3-endpoint-url", metavar="URL", help="the S3 API (MinIO, R2, ...; default: AWS)")
+    g.add_argument("--s3-region", metavar="REGION", help="the bucket's region (default: boto3's, else us-east-1)")
+    g.add_argument(
+        "--s3-public-endpoint-url", metavar="URL", help="the S3 host named in result URLs, if clients reach it so"
+    )
+    g.add_argument(
+        "--s3-create-bucket", action="store_true", default=None, help="development: create the bucket if missing"
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -72,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="a folder of Lightning LoRA files for --fast (repeatable; default DATA_DIR/lightning)",
     )
+    add_storage_arguments(p)
     add_engine_arguments(p)
     add_batch_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -3,8 +3,8 @@
 One engine run at a time per process (``--pool solo``: the engine stays loaded, no fork after torch),
 late acknowledgement and prefetch 1, so a killed worker's task is redelivered and re-run elsewhere.
 With ``--batch-size N`` a run takes its message's task plus up to N-1 compatible queued ones from the
-store; their own messages then find them taken and do nothing. Needs the same data dir (shared
-storage), database URL, secret and broker as the API.
+store; their own messages then find them taken and do nothing. Needs the same storage (an S3 bucket,
+``--storage-url``, or a shared data dir), database URL, secret and broker as the API.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from qedit.cli.engine_flags import add_engine_arguments
-from qedit.cli.serve import add_batch_arguments
+from qedit.cli.serve import add_batch_arguments, add_storage_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker-url", help="Celery broker (default redis://127.0.0.1:6379/0)")
     p.add_argument("--queue", dest="celery_queue", help="Celery queue (default qedit)")
     p.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    add_storage_arguments(p)
     add_engine_arguments(p)
     add_batch_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from qedit.interfaces import aggregator, native, wavespeed
 from qedit.service.records import Interface, TaskRecord
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 from qedit.service.webhooks import WebhookPayload
 
 
-def webhook_payload(task: TaskRecord, storage: LocalStorage) -> WebhookPayload:
+def webhook_payload(task: TaskRecord, storage: Storage) -> WebhookPayload:
     """What a finished task's webhook carries, and how it is signed, by the interface it came from.
 
     WaveSpeed POSTs its prediction and signs its own way; the aggregator its task view; the native

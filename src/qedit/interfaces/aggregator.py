@@ -22,7 +22,7 @@ from qedit.loras.spec import MAX_LORAS, LoraSpec
 from qedit.netfetch import MAX_URL_CHARS
 from qedit.params import MAX_PROMPT_CHARS, NUM_MAX, SEED_MAX, EditParams
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 
 MODELS = ("qwen-image-edit", "qwen-image-edit-plus")
 MAX_TOKENS = 2000
@@ -115,7 +115,7 @@ STATUS = {
 }
 
 
-def view(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def view(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     """``GenerationTask``: the task as the aggregator shows it (and as its callback carries it)."""
     if task.status == TaskStatus.COMPLETED:
         progress = 100
@@ -136,5 +136,5 @@ def view(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
     }
 
 
-def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def webhook_body(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     return view(task, storage)

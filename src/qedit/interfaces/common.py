@@ -18,7 +18,7 @@ from qedit.errors import InvalidInput
 from qedit.imageio import MIME_TYPES
 from qedit.params import EditParams, parse_size, validate
 from qedit.service.records import TaskRecord, TaskStatus
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 
 
 def _checked_size(v: str | None) -> str | None:
@@ -65,19 +65,19 @@ def has_files(task: TaskRecord) -> bool:
     return task.status == TaskStatus.COMPLETED and not task.files_expired
 
 
-def output_urls(task: TaskRecord, storage: LocalStorage) -> list[str]:
+def output_urls(task: TaskRecord, storage: Storage) -> list[str]:
     """Signed URLs of the outputs, valid until the files are deleted."""
     if not has_files(task):
         return []
     return [storage.url(task.base_url, task.id, o.name, task.finished_at) for o in task.outputs]
 
 
-def output_b64(task: TaskRecord, storage: LocalStorage) -> list[str]:
+def output_b64(task: TaskRecord, storage: Storage) -> list[str]:
     if not has_files(task):
         return []
-    return [base64.b64encode(storage.absolute(o.file).read_bytes()).decode() for o in task.outputs]
+    return [base64.b64encode(storage.read(o.file)).decode() for o in task.outputs]
 
 
-def output_data_uris(task: TaskRecord, storage: LocalStorage) -> list[str]:
+def output_data_uris(task: TaskRecord, storage: Storage) -> list[str]:
     mimes = [MIME_TYPES.get(o.format, "application/octet-stream") for o in task.outputs]
     return [f"data:{mime};base64,{data}" for mime, data in zip(mimes, output_b64(task, storage), strict=False)]

@@ -17,7 +17,7 @@ from qedit.netfetch import MAX_URL_CHARS
 from qedit.params import EditParams, parse_size
 from qedit.service.outbox import WebhookAttempt
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus, WebhookState
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 
 IMAGE_SOURCE = "an https URL, a data URI, bare base64, or task://ID/N (output N of an earlier task)"
 
@@ -146,7 +146,7 @@ class WebhookSecret(BaseModel):
     secret: str = Field(description="HMAC-SHA256 key of this key's webhooks (Standard Webhooks whsec_ form)")
 
 
-def view(task: TaskRecord, storage: LocalStorage, attempts: list[WebhookAttempt] | None = None) -> dict[str, Any]:
+def view(task: TaskRecord, storage: Storage, attempts: list[WebhookAttempt] | None = None) -> dict[str, Any]:
     """``EditTask``: the task as ``GET /v1/edits/{id}`` shows it (and as its webhook carries it)."""
     urls = output_urls(task, storage)
     b64: list[str | None] = [*output_b64(task, storage)] if task.options.base64 else [None] * len(urls)
@@ -205,5 +205,5 @@ def view(task: TaskRecord, storage: LocalStorage, attempts: list[WebhookAttempt]
     }
 
 
-def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def webhook_body(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     return view(task, storage)

@@ -28,7 +28,7 @@ from qedit.params import (
     EditParams,
 )
 from qedit.service.records import TaskOptions, TaskRecord
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 
 FILE_FIELDS = ("image", "image[]", "mask")
 
@@ -121,7 +121,7 @@ class OpenAIImagesResponse(BaseModel):
     background: Literal["opaque"] = "opaque"
 
 
-def images_response(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def images_response(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     """``OpenAIImagesResponse`` for a completed task (OpenAI's edits answer synchronously)."""
     if task.options.base64:
         data = [{"b64_json": b} for b in output_b64(task, storage)]

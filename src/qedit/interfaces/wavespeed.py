@@ -17,7 +17,7 @@ from qedit.interfaces.common import SizeText, edit_params, iso, ms, output_data_
 from qedit.loras.spec import MAX_LORAS, LoraSpec
 from qedit.params import MAX_PROMPT_CHARS, SEED_MAX, EditParams
 from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 
 MODEL_EDIT = "wavespeed-ai/qwen-image/edit"
 MODEL_EDIT_PLUS = "wavespeed-ai/qwen-image/edit-plus"
@@ -170,7 +170,7 @@ STATUS = {
 }
 
 
-def prediction(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def prediction(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     """``Prediction``: the ``data`` of ``GET /api/v3/predictions/{id}/result`` (and of its webhook)."""
     outputs = output_data_uris(task, storage) if task.options.base64 else output_urls(task, storage)
     return {
@@ -191,5 +191,5 @@ def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, 
     return {"code": code, "message": message, "data": data}
 
 
-def webhook_body(task: TaskRecord, storage: LocalStorage) -> dict[str, Any]:
+def webhook_body(task: TaskRecord, storage: Storage) -> dict[str, Any]:
     return prediction(task, storage)

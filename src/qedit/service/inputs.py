@@ -20,7 +20,7 @@ from qedit.errors import InvalidInput, QeditError
 from qedit.netfetch import UrlPolicy, fetch_bytes
 from qedit.request_check import SideLimits, check_image_sides
 from qedit.service.records import TaskStatus
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 from qedit.service.tasks import ANY_KEY, TaskStore
 
 _DATA_URI_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,(.*)$", re.S)
@@ -53,7 +53,7 @@ class Limits:
 class InputReader:
     """Reads client-given sources into validated ``ImageInput``s under one settings object."""
 
-    def __init__(self, settings: Settings, tasks: TaskStore, storage: LocalStorage) -> None:
+    def __init__(self, settings: Settings, tasks: TaskStore, storage: Storage) -> None:
         self.limits = Limits.from_settings(settings)
         self.policy = UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
         self.timeout = settings.fetch_timeout
@@ -73,9 +73,9 @@ class InputReader:
             raise InvalidInput(f"expected task://<32 hex id>/<output index>, got {source[:80]!r}", field=field)
         own = self.storage.own_file(source) if source.startswith(("http://", "https://")) else None
         if own is not None:  # a result (or upload) URL of this server: no request to ourselves
-            owner, path = own
+            owner, data = own
             parent = owner if self.tasks.get(owner, key_id) is not None else None
-            return self.validate(path.read_bytes(), field, source="url", parent_id=parent, mask=mask)
+            return self.validate(data, field, source="url", parent_id=parent, mask=mask)
         if source.startswith(("http://", "https://")) or "://" in source[:12]:
             data = fetch_bytes(
                 source, policy=self.policy, max_bytes=self.limits.max_bytes, timeout=self.timeout, field=field
@@ -121,7 +121,7 @@ class InputReader:
         if task.files_expired:
             raise InvalidInput(f"task {task_id}'s outputs have expired", field=field, status=410)
         try:
-            return self.storage.absolute(task.outputs[index].file).read_bytes()
+            return self.storage.read(task.outputs[index].file)
         except (OSError, ValueError):
             raise InvalidInput(
                 f"task {task_id}'s output {index} is no longer stored", field=field, status=410

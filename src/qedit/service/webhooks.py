@@ -24,7 +24,7 @@ from qedit.netfetch import BlockedAddress, UrlPolicy, check_resolved, check_url,
 from qedit.service.outbox import WebhookAttempt, WebhookOutbox
 from qedit.service.records import TaskRecord, WebhookState
 from qedit.service.signing import standard_signature, wavespeed_signature, webhook_secret
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage
 from qedit.service.tasks import TaskStore
 
 log = logging.getLogger("qedit.webhooks")
@@ -43,7 +43,7 @@ class WebhookPayload(NamedTuple):
     scheme: Literal["standard", "wavespeed"]  # how it is signed
 
 
-WebhookBody = Callable[[TaskRecord, LocalStorage], WebhookPayload]
+WebhookBody = Callable[[TaskRecord, Storage], WebhookPayload]
 """A finished task -> what its webhook carries, as its interface defines it."""
 
 
@@ -53,7 +53,7 @@ class WebhookSender:
         settings: Settings,
         tasks: TaskStore,
         outbox: WebhookOutbox,
-        storage: LocalStorage,
+        storage: Storage,
         secret: bytes,
         body: WebhookBody,
         sleep: Callable[[float], None] = time.sleep,

@@ -24,7 +24,7 @@ from qedit.service.loras import LoraCheck
 from qedit.service.metrics import Metrics
 from qedit.service.outbox import WebhookOutbox
 from qedit.service.signing import load_secret
-from qedit.service.storage import LocalStorage
+from qedit.service.storage import Storage, open_storage
 from qedit.service.tasks import TaskStore
 from qedit.service.webhooks import WebhookBody, WebhookSender
 
@@ -41,7 +41,7 @@ class Core:
     tasks: TaskStore
     outbox: WebhookOutbox
     keys: KeyStore
-    storage: LocalStorage
+    storage: Storage
     secret: bytes
     webhooks: WebhookSender
     metrics: Metrics
@@ -71,7 +71,7 @@ def build_core(settings: Settings, webhook_body: WebhookBody) -> Core:
     db.create_schema()
     tasks, outbox = TaskStore(db), WebhookOutbox(db)
     secret = load_secret(settings)
-    storage = LocalStorage(settings.data_dir, secret, settings.url_ttl_seconds)
+    storage = open_storage(settings, secret)
     webhooks = WebhookSender(settings, tasks, outbox, storage, secret, webhook_body)
     return Core(settings, db, tasks, outbox, KeyStore(db), storage, secret, webhooks, Metrics(tasks))
 

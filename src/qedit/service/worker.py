@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from qedit.config import Settings
-from qedit.errors import EditCancelled, QeditError
+from qedit.errors import EditCancelled, InvalidInput, QeditError
 from qedit.metadata import history_from_metadata
 from qedit.models.batching import BatchItem, batch_key, request_key
 from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResult
@@ -321,17 +321,23 @@ class Worker:
     def _request(self, task: TaskRecord) -> EditRequest:
         from qedit import imageio
 
-        images = tuple(
-            imageio.load_image(self.storage.absolute(i.path), field=f"image[{n}]") for n, i in enumerate(task.inputs)
-        )
-        mask = imageio.load_mask(self.storage.absolute(task.mask), field="mask") if task.mask else None
+        stored = [self._stored(i.path, f"image[{n}]") for n, i in enumerate(task.inputs)]  # each read once
+        images = tuple(imageio.load_image(data, field=f"image[{n}]") for n, data in enumerate(stored))
+        mask = imageio.load_mask(self._stored(task.mask, "mask"), field="mask") if task.mask else None
         history: tuple[dict, ...] = ()
         parent = None
         last = task.inputs[-1]
         if last.parent_id:
             parent = last.source if last.source.startswith("task://") else f"task://{last.parent_id}"
-            history = history_from_metadata(imageio.read_metadata(self.storage.absolute(last.path)))
+            history = history_from_metadata(imageio.read_metadata(stored[-1]))
         return EditRequest(params=task.params, images=images, mask=mask, parent=parent, history=history)
+
+    def _stored(self, key: str, field: str) -> bytes:
+        """An input's bytes from the storage; one that is gone (deleted by hand) is the task's failure."""
+        try:
+            return self.storage.read(key)
+        except FileNotFoundError:
+            raise InvalidInput(f"the stored input {key} is missing", field=field) from None
 
     def _write_outputs(self, task: TaskRecord, result: EditResult) -> list[TaskOutput]:
         from qedit import imageio
@@ -341,9 +347,8 @@ class Worker:
         for i, out in enumerate(result.outputs):
             name = f"{i}-a{task.attempt}.{imageio.EXTENSIONS[fmt]}"
             metadata = {**out.metadata, "task": task.id}
-            path = self.storage.write_output(task.id, name, imageio.encode_image(out.image, fmt, metadata))
+            file = self.storage.write_output(task.id, name, imageio.encode_image(out.image, fmt, metadata))
             width, height = out.image.size
-            file = self.storage.output_relative(path)
             outputs.append(
                 TaskOutput(
                     name=name, file=file, seed=out.seed, width=width, height=height, format=fmt, metadata=metadata
@@ -353,8 +358,10 @@ class Worker:
 
     def _discard(self, outputs: list[TaskOutput]) -> None:
         for o in outputs:
-            with contextlib.suppress(OSError, ValueError):
-                self.storage.absolute(o.file).unlink(missing_ok=True)
+            try:
+                self.storage.delete(o.file)
+            except Exception:  # a leftover file is the sweeper's to delete, not a reason to fail
+                log.warning("could not delete %s of a lost attempt", o.file, exc_info=True)
 
     def _timings(self, task: TaskRecord, result: EditResult, compute: float) -> dict[str, float]:
         return {

@@ -302,3 +302,41 @@ def test_serve_refuses_to_start_on_a_missing_bucket(tmp_path: Path, s3: MotoS3) 
         f"qedit serve: error: QEDIT_STORAGE_URL: bucket {name!r} at {s3.endpoint} does not exist "
         "(create it, or set QEDIT_S3_CREATE_BUCKET=1 in development)"
     )
+
+
+def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
+    tmp_path: Path, s3: MotoS3, redis_url: str
+) -> None:
+    """Two processes with data dirs of their own, as on two hosts: the worker reads the inputs the
+    API stored and writes outputs the API serves, all through the bucket."""
+    from tests.service.test_celery import WorkerProcess
+    from tests.support.databases import postgres_schema_url
+
+    pg = postgres_schema_url()
+    pg_url = next(pg)
+    bucket = s3.new_bucket()
+    env = {
+        **s3.env(bucket),
+        "QEDIT_DISPATCH": "celery",
+        "QEDIT_BROKER_URL": redis_url,
+        "QEDIT_CELERY_QUEUE": f"qedit-{uuid.uuid4().hex[:8]}",
+        "QEDIT_DATABASE_URL": pg_url,
+        "QEDIT_AUTH": "none",
+        "QEDIT_SECRET": "shared-secret",
+    }
+    api = Server(tmp_path / "api", env).start()
+    worker_env = Server(tmp_path / "worker", env).env()  # its own data dir
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    try:
+        with api.client() as c:
+            task = c.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "seed": 1}).json()
+            done = wait_status(c, task["id"], timeout=60)
+            assert done["status"] == "completed", (done, worker.log.read_text()[-3000:])
+            assert _image(httpx.get(done["outputs"][0]["url"]).content).getpixel((0, 0)) == (235, 95, 195)
+        assert [k.split("/")[0] for k in s3.keys(bucket)] == ["inputs", "outputs"]
+        for side in ("api", "worker"):
+            assert not any((tmp_path / side / kind).exists() for kind in ("inputs", "outputs"))
+    finally:
+        worker.stop()
+        api.stop()
+        next(pg, None)

@@ -23,6 +23,7 @@ from PIL import Image
 from qedit.service.dispatch import Sweeper
 from qedit.service.instant import InstantEngine
 from qedit.service.s3storage import MAX_PRESIGN_SECONDS, S3Storage, StorageError
+from qedit.service.signing import sign_path
 from qedit.service.wiring import Core
 from qedit.service.worker import Worker, worker_name
 from tests.support.images import b64, png_bytes
@@ -158,9 +159,12 @@ def test_retention_deletes_the_objects_of_expired_tasks_and_old_uploads(s3: Moto
     old, recent = queue_edit(core), queue_edit(core)
     run(core, old)
     run(core, recent)
-    from tests.service.test_dispatch import set_columns
+    from sqlalchemy import update
 
-    set_columns(core, old, finished_at=time.time() - 61)
+    from qedit.service.tables import TaskRow
+
+    with core.db.transaction() as s:  # finished 61 s ago: past its lifetime
+        s.execute(update(TaskRow).where(TaskRow.id == old).values(finished_at=time.time() - 61))
     upload = uuid.uuid4().hex
     core.storage.write_upload(upload, "a.png", b"x")
     assert len(s3.keys(bucket, f"q/inputs/{old[:2]}/{old}/")) == 1
@@ -229,7 +233,7 @@ def _image(data: bytes) -> Image.Image:
 
 def test_serve_keeps_inputs_and_outputs_in_the_bucket(tmp_path: Path, s3: MotoS3) -> None:
     bucket = s3.new_bucket()
-    env = {**s3.env(bucket, "svc"), "QEDIT_AUTH": "none"}  # fetching a loopback http URL is refused
+    env = {**s3.env(bucket, "svc"), "QEDIT_AUTH": "none", "QEDIT_SECRET": "s"}  # loopback http URLs: not fetched
     server = Server(tmp_path / "data", env).start()
     try:
         with server.client() as c:
@@ -241,6 +245,10 @@ def test_serve_keeps_inputs_and_outputs_in_the_bucket(tmp_path: Path, s3: MotoS3
             assert url.startswith(f"{s3.endpoint}/{bucket}/svc/outputs/"), url
             image = _image(httpx.get(url).content)
             assert image.size == (480, 400) and image.getpixel((0, 0)) == (235, 95, 195)  # inverted (20, 160, 60)
+            name, expires = "0-a1.png", int(time.time()) + 60  # the first attempt's first output
+            path = f"{first['id']}/{name}"
+            served = c.get(f"/v1/files/{path}", params={"expires": expires, "sig": sign_path(b"s", path, expires)})
+            assert served.status_code == 200 and served.content == httpx.get(url).content  # /v1/files reads the bucket
 
             # a chained edit: task:// reads the parent's output object, base64 answers inline
             body = {"prompt": "again", "images": [f"task://{first['id']}/0"], "base64": True}
@@ -309,7 +317,9 @@ def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
 ) -> None:
     """Two processes with data dirs of their own, as on two hosts: the worker reads the inputs the
     API stored and writes outputs the API serves, all through the bucket."""
-    from tests.service.test_celery import WorkerProcess
+    import subprocess
+    import sys
+
     from tests.support.databases import postgres_schema_url
 
     pg = postgres_schema_url()
@@ -326,17 +336,21 @@ def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
     }
     api = Server(tmp_path / "api", env).start()
     worker_env = Server(tmp_path / "worker", env).env()  # its own data dir
-    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    log = tmp_path / "worker.log"
+    with open(log, "ab") as out:
+        qedit = str(Path(sys.executable).with_name("qedit"))
+        worker = subprocess.Popen([qedit, "worker", "--log-level", "warning"], env=worker_env, stdout=out, stderr=out)
     try:
         with api.client() as c:
             task = c.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "seed": 1}).json()
             done = wait_status(c, task["id"], timeout=60)
-            assert done["status"] == "completed", (done, worker.log.read_text()[-3000:])
+            assert done["status"] == "completed", (done, log.read_text()[-3000:])
             assert _image(httpx.get(done["outputs"][0]["url"]).content).getpixel((0, 0)) == (235, 95, 195)
         assert [k.split("/")[0] for k in s3.keys(bucket)] == ["inputs", "outputs"]
         for side in ("api", "worker"):
             assert not any((tmp_path / side / kind).exists() for kind in ("inputs", "outputs"))
     finally:
-        worker.stop()
+        worker.terminate()
+        worker.wait(15)
         api.stop()
         next(pg, None)

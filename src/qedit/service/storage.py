@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, urlencode
 
+from qedit.errors import QeditError
 from qedit.files import PRIVATE_DIR, PRIVATE_FILE, write_atomic
 from qedit.service.signing import sign_path, verify_path
 
@@ -104,7 +105,12 @@ class Storage(Protocol):
 def open_storage(settings: Settings, secret: bytes) -> Storage:
     """The storage ``settings`` name: the data dir, or the S3 bucket of ``storage_url`` (checked now)."""
     if settings.storage_url:
-        from qedit.service.s3storage import S3Storage  # boto3 only where S3 is used
+        try:
+            from qedit.service.s3storage import S3Storage  # boto3 only where S3 is used
+        except ModuleNotFoundError as e:
+            if e.name not in ("boto3", "botocore"):
+                raise
+            raise QeditError("S3 storage needs boto3: pip install 'qedit[scale]'", field="QEDIT_STORAGE_URL") from None
 
         return S3Storage.from_settings(settings, secret)
     return LocalStorage(settings.data_dir, secret, settings.url_ttl_seconds)

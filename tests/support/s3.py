@@ -1,8 +1,8 @@
 """A real S3 server on loopback for tests: moto's standalone server (HTTP, SigV4, its own state).
 
 Not a mock of boto3: the storage's boto3 client, ``qedit serve`` subprocesses and httpx all talk to
-it over TCP like to MinIO or AWS. One server per test session (``s3`` fixture in tests/conftest.py
-style, see ``moto_s3``); each test takes a bucket of its own, so tests never see each other's keys.
+it over TCP like to MinIO or AWS. ``moto_s3`` is the body of a (module- or session-scoped) fixture;
+each test takes a bucket of its own (``new_bucket``), so tests never see each other's keys.
 Moto checks neither presigned signatures nor their expiry: tests of those check the URL's fields
 and qedit's own verification.
 """

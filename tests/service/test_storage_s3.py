@@ -354,3 +354,19 @@ def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
         worker.wait(15)
         api.stop()
         next(pg, None)
+
+
+def test_a_bucket_outage_is_a_503_naming_the_storage_and_nothing_is_queued(tmp_path: Path) -> None:
+    own = MotoS3()  # a server of this test's own, to stop
+    bucket = own.new_bucket()
+    server = Server(tmp_path / "data", {**own.env(bucket), "QEDIT_AUTH": "none"}).start()
+    try:
+        own.stop()
+        with server.client(timeout=60) as c:
+            r = c.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())]})
+            assert r.status_code == 503, r.text
+            error = r.json()["error"]
+            assert error["param"] == "QEDIT_STORAGE_URL" and f"bucket {bucket!r}" in error["message"], error
+            assert c.get("/v1/edits").json()["data"] == []  # nothing half-written: no task without its inputs
+    finally:
+        server.stop()

@@ -18,6 +18,7 @@ recomputed with our credentials, and its expiry) and read from the bucket, not f
 from __future__ import annotations
 
 import calendar
+import contextlib
 import hmac
 import re
 import time
@@ -134,6 +135,19 @@ class S3Storage(SignedUploads):
 
     # -- bytes --------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _available(self, what: str) -> Iterator[None]:
+        """An outage of the bucket (unreachable, 5xx after boto3's retries, denied) is a 503 naming the
+        storage, never a 500; a worker's run that meets one is left to its lease and run again."""
+        try:
+            yield
+        except ClientError as e:
+            if _code(e) in _MISSING:
+                raise
+            raise StorageError(f"bucket {self.bucket!r} refused to {what}: {_code(e)}") from None
+        except BotoCoreError as e:
+            raise StorageError(f"cannot reach bucket {self.bucket!r} to {what}: {e}") from None
+
     def _object(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"key {key!r} leaves the storage")
@@ -141,13 +155,14 @@ class S3Storage(SignedUploads):
 
     def _put(self, key: str, data: bytes) -> str:
         mime = MIME_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self._object(key),
-            Body=data,
-            ContentType=mime,
-            CacheControl="private, max-age=3600",
-        )
+        with self._available(f"store {key}"):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._object(key),
+                Body=data,
+                ContentType=mime,
+                CacheControl="private, max-age=3600",
+            )
         return key
 
     def write_input(self, task_id: str, name: str, data: bytes) -> str:
@@ -161,14 +176,16 @@ class S3Storage(SignedUploads):
 
     def read(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
+            with self._available(f"read {key}"):
+                return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
         except ClientError as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"{key} is not stored") from None
             raise
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
+        with self._available(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
 
     def read_served(self, task_id: str, name: str) -> bytes | None:
         for kind in SERVED_KINDS:
@@ -179,13 +196,16 @@ class S3Storage(SignedUploads):
         return None
 
     def _list(self, prefix: str) -> Iterator[dict]:
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+        with self._available(f"list {prefix}"):
+            pages = list(self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix))
+        for page in pages:
             yield from page.get("Contents", [])
 
     def _delete_objects(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             chunk = [{"Key": k} for k in keys[i : i + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            with self._available("delete objects"):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
     def delete_task_files(self, task_id: str) -> None:
         keys = [

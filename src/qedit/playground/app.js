@@ -284,7 +284,8 @@ function addRegion(kind) {
   const s = kind === "box"
     ? { box: true, colour: $("box-colour").value }
     : { rect: [0, 0, 0, 0], erase: $("eraser").getAttribute("aria-pressed") === "true" };
-  place(s, { x: W * 0.375, y: H * 0.375, w: W / 4, h: H / 4 });  // a quarter of each side, centred
+  const shift = (state.strokes.filter(isRegion).length % 5) * 0.05;  // the next one beside the last, not on it
+  place(s, { x: W * (0.375 + shift), y: H * (0.375 + shift), w: W / 4, h: H / 4 });  // a quarter of each side
   state.strokes.push(s);
   state.selected = state.strokes.length - 1;
   renderRegions();
@@ -500,6 +501,10 @@ function renderLoras() {
   list.replaceChildren();
   state.loras.forEach((lora, i) => {
     const li = document.createElement("li");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", t("remove_named", { name: lora.path || `LoRA ${i + 1}` }));
     const pathLabel = document.createElement("label");
     const path = document.createElement("input");
     path.type = "text";
@@ -507,7 +512,10 @@ function renderLoras() {
     path.value = lora.path;
     path.placeholder = "style.safetensors";
     path.setAttribute("aria-label", t("lora_n", { n: i + 1 }));
-    path.oninput = () => { lora.path = path.value; };
+    path.oninput = () => {
+      lora.path = path.value;
+      remove.setAttribute("aria-label", t("remove_named", { name: lora.path || `LoRA ${i + 1}` }));
+    };
     pathLabel.append(path);
     const scaleLabel = document.createElement("label");
     const scale = document.createElement("input");
@@ -517,10 +525,6 @@ function renderLoras() {
     scale.setAttribute("aria-label", t("lora_scale_n", { n: i + 1 }));
     scale.oninput = () => { lora.scale = scale.value === "" ? 1 : Number(scale.value); };
     scaleLabel.append(t("scale"), " ", scale);
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.textContent = "×";
-    remove.setAttribute("aria-label", t("remove_named", { name: lora.path || `LoRA ${i + 1}` }));
     remove.onclick = () => { state.loras.splice(i, 1); renderLoras(); $("add-lora").focus(); };
     li.append(pathLabel, scaleLabel, remove);
     list.append(li);

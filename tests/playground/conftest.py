@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.loras import safetensors_bytes
 from tests.support.playground import MAX_BYTES
 from tests.support.server import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LORA_CONFIG = {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 16, "joint_attention_dim": 16}
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -27,12 +25,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The server's LoRA folder with one small LoRA (the ``instant`` engine checks it, records it, applies none)."""
-    from qedit.engine.tiny_loras import random_lora
+    """The server's LoRA folder with one small LoRA (the ``instant`` engine checks it, records it, applies
+    none), written with numpy so that these tests need no torch."""
+    import numpy as np
+    from safetensors.numpy import save
 
+    from qedit.loras.anatomy import lora_keys
+
+    rank, width = 4, 16
+    rng = np.random.default_rng(1)
+    tensors = {}
+    for target in ("attn.to_q", "attn.to_k"):
+        down, up, _ = lora_keys(f"transformer_blocks.0.{target}", "peft")
+        tensors[down] = rng.standard_normal((rank, width), dtype=np.float32)
+        tensors[up] = rng.standard_normal((width, rank), dtype=np.float32)
     folder = tmp_path_factory.mktemp("loras")
-    lora = random_lora({**LORA_CONFIG, "num_layers": 1}, "peft", seed=1)
-    (folder / "style.safetensors").write_bytes(safetensors_bytes(lora))
+    (folder / "style.safetensors").write_bytes(save(tensors))
     return folder
 
 

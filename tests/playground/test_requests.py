@@ -81,6 +81,9 @@ def test_loras_and_fast_are_sent_shown_and_refused_as_the_server_says(
     page.wait_for_selector("#result:not([hidden])", timeout=20_000)
     shown = json.loads(page.text_content("#params"))
     assert shown["loras"] == [{"path": "style.safetensors", "scale": 0.5}] and shown["fast"] == 4
+    task = httpx.get(f"{served.url}/v1/edits/{shown['id']}", headers={"authorization": f"Bearer {key}"}).json()
+    (ran,) = json.loads(task["outputs"][0]["metadata"]["loras"])  # the worker resolved it and recorded it
+    assert ran["name"] == "style" and ran["scale"] == 0.5 and len(ran["sha256"]) == 64
     page.click("#copy")
     assert '"loras":[{"path":"style.safetensors","scale":0.5}]' in page.text_content("#params")
     shot(page, "15-lora-result")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from tests.support.images import png_bytes
-from tests.support.playground import edit, focused, open_with_key, pick, says, shot
+from tests.support.playground import edit, focused, open_with_key, pick, ready, says, shot
 from tests.support.server import Server, wait_status
 
 
@@ -140,3 +140,16 @@ def test_the_snippets_reproduce_an_upload_with_a_mask_and_a_chained_edit(
     done = wait_status(served.client(key), task["id"])
     assert done["status"] == "completed" and done["parent_id"] == made["id"]
     same_request(done, chained)
+
+    ready(page, served.url + "/")  # after a reload the page has only the server's record: still runnable
+    page.locator("#history-list button", has_text="Reopen").first.click()
+    page.click("#copy")
+    curl = page.text_content("#params")
+    task = run_snippet("curl", curl, key, tmp_path)
+    done = wait_status(served.client(key), task["id"])
+    assert done["status"] == "completed" and done["parent_id"] == made["id"]
+    same_request(done, chained)
+    page.locator("#history-list li", has_text="swap the").last.locator("button").click()
+    page.click("#copy")  # an upload reopened after a reload: the command names the files, the page has none
+    assert "-F image=@input-2.png" in page.text_content("#params") and page.locator("#input-links a").count() == 0
+    assert "no longer has them" in page.text_content("#snippet-note")

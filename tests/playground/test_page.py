@@ -6,8 +6,6 @@ Screenshots of each state go to ``tests/playground/artifacts/`` (git-ignored) to
 
 from __future__ import annotations
 
-import base64
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,94 +13,8 @@ import httpx
 import pytest
 
 from tests.support.images import png_bytes
+from tests.support.playground import ARTIFACTS, MAX_BYTES, drop, edit, open_with_key, pick, ready, says, shot
 from tests.support.server import Server
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-MAX_BYTES = 300_000  # the server's per-image limit here, so that an oversize file stays small
-
-sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"QEDIT_INSTANT_STEP_DELAY": "0.05", "QEDIT_MAX_INPUT_BYTES": str(MAX_BYTES)}
-    srv = Server(tmp_path_factory.mktemp("playground"), env).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        # offline: every host name but loopback fails to resolve (a CDN script would not load)
-        offline = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", offline])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: object, served: Server) -> Iterator[object]:
-    context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
-    pg = context.new_page()
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
-    pg.on("console", lambda m: m.type == "error" and pg.errors.append(m.text))  # type: ignore[attr-defined]
-    yield pg
-    assert pg.errors == []  # type: ignore[attr-defined]
-    context.close()
-
-
-def shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-def ready(page: object, url: str) -> None:
-    """Open ``url`` and wait until the page has read the server's config and wired its controls."""
-    page.goto(url)  # type: ignore[attr-defined]
-    page.wait_for_selector("body[data-ready=true]")  # type: ignore[attr-defined]
-
-
-def open_with_key(page: object, served: Server, key: str) -> None:
-    ready(page, served.url + "/")
-    page.fill("#key", key)  # type: ignore[attr-defined]
-    page.dispatch_event("#key", "change")  # type: ignore[attr-defined]
-
-
-def pick(page: object, tmp_path: Path, name: str, data: bytes) -> None:
-    path = tmp_path / name
-    path.write_bytes(data)
-    page.set_input_files("#files", str(path))  # type: ignore[attr-defined]
-
-
-def drop(page: object, name: str, data: bytes) -> None:
-    page.evaluate(  # type: ignore[attr-defined]
-        """([name, b64]) => {
-            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-            const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, { type: "image/png" }));
-            document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
-        }""",
-        [name, base64.b64encode(data).decode()],
-    )
-
-
-def says(page: object, text: str) -> str:
-    """Wait until the page's message contains ``text``; the message."""
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "t => document.getElementById('message').textContent.includes(t)", arg=text, timeout=5_000
-    )
-    return page.text_content("#message")  # type: ignore[attr-defined]
-
-
-def edit(page: object, prompt: str) -> None:
-    page.fill("#prompt", prompt)  # type: ignore[attr-defined]
-    page.click("#submit")  # type: ignore[attr-defined]
 
 
 def test_upload_edit_watch_progress_chain_and_history(page: object, served: Server, tmp_path: Path) -> None:

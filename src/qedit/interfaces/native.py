@@ -123,11 +123,33 @@ class EditTask(BaseModel):
     webhook: WebhookInfo | None
 
 
+class EditCounts(BaseModel):
+    """All of the key's edits by state, not only the page's (the Playground's "running · completed")."""
+
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
 class EditList(BaseModel):
     object: Literal["list"] = "list"
     data: list[EditTask]
     has_more: bool
     next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+    counts: EditCounts = Field(description="the key's edits per state, whatever the page, cursor and status filter")
+
+
+def counts(by_status: dict[str, int]) -> dict[str, int]:
+    """``EditCounts`` from the store's per-status counts (queued = created, running = processing)."""
+    return {
+        "queued": by_status.get(TaskStatus.CREATED.value, 0),
+        "running": by_status.get(TaskStatus.PROCESSING.value, 0),
+        "completed": by_status.get(TaskStatus.COMPLETED.value, 0),
+        "failed": by_status.get(TaskStatus.FAILED.value, 0),
+        "cancelled": by_status.get(TaskStatus.CANCELLED.value, 0),
+    }
 
 
 class Usage(BaseModel):

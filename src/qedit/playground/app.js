@@ -19,6 +19,19 @@ const STRINGS = {
     need_image: "add an image first", need_prompt: "write an instruction first", need_key: "enter your API key",
     step: "step {step}/{total}", eta: "about {s} s left", queued: "queued", copied: "copied",
     failed: "failed: {reason}", cancelled: "cancelled", reopen: "Reopen", seed_used: "seed {seed}",
+    skip: "Skip to the editor", choose: "Choose files", box_colour: "Box colour", mask_tools: "mask and region tools", images: "images",
+    canvas: "mask and region boxes on the edited image", regions: "boxes and mask rectangles",
+    canvas_help: "On the image: Enter adds a box (or, with Rectangle, a mask rectangle), arrow keys move it, Shift+arrows resize it, Page Up/Down choose another, Delete removes it.",
+    add_box: "Add region box", add_rect: "Add mask rectangle", box_n: "Box {n} ({colour})", rect_n: "Mask rectangle {n}",
+    erase_n: "Eraser rectangle {n}", region_at: "{name}: x {x}, y {y}, {w} × {h} px", removed: "{name} removed",
+    no_region: "nothing selected: press Enter to add one", remove_named: "Remove {name}", remove_image: "remove {name}",
+    seed_help: "-1: a random seed", fast_help: "Fast runs 4 or 8 steps without guidance; steps and guidance are then set by it.",
+    loras: "LoRAs", add_lora: "Add LoRA", lora_n: "LoRA {n}: name or URL", scale: "scale", lora_scale_n: "scale of LoRA {n}",
+    lora_help: "LoRAs this server allows: {sources}. Up to 3, scale -4 to 4.", progress: "progress", compare: "Before / after",
+    after_pct: "{v}% after", parameters: "parameters", started: "started", done: "done",
+    reopen_named: "Reopen: {name}", counters_failed: "{failed} failed",
+    snippet_note: "Save the inputs beside the command under these names (download them here):",
+    snippet_missing: "Save the inputs you used beside the command under these names (this page no longer has them):",
   },
   zh: {
     title: "qedit 在线试用", api_docs: "API 文档", language: "语言", new_edit: "新建编辑",
@@ -36,11 +49,28 @@ const STRINGS = {
     need_image: "请先添加图片", need_prompt: "请先填写编辑指令", need_key: "请输入 API 密钥",
     step: "第 {step}/{total} 步", eta: "约剩 {s} 秒", queued: "排队中", copied: "已复制",
     failed: "失败：{reason}", cancelled: "已取消", reopen: "重新打开", seed_used: "种子 {seed}",
+    skip: "跳到编辑区", choose: "选择文件", box_colour: "框的颜色", mask_tools: "蒙版与区域工具", images: "图片",
+    canvas: "被编辑图片上的蒙版与区域框", regions: "区域框与蒙版矩形",
+    canvas_help: "在图片上：Enter 添加一个框（选中“矩形”时添加蒙版矩形），方向键移动，Shift+方向键调整大小，Page Up/Down 切换，Delete 删除。",
+    add_box: "添加区域框", add_rect: "添加蒙版矩形", box_n: "框 {n}（{colour}）", rect_n: "蒙版矩形 {n}",
+    erase_n: "擦除矩形 {n}", region_at: "{name}：x {x}，y {y}，{w} × {h} 像素", removed: "已删除{name}",
+    no_region: "未选中任何区域：按 Enter 添加", remove_named: "删除{name}", remove_image: "移除 {name}",
+    seed_help: "-1：随机种子", fast_help: "快速模式运行 4 或 8 步且不使用引导；步数与引导强度由它决定。",
+    loras: "LoRA", add_lora: "添加 LoRA", lora_n: "LoRA {n}：名称或 URL", scale: "权重", lora_scale_n: "LoRA {n} 的权重",
+    lora_help: "本服务器允许的 LoRA：{sources}。最多 3 个，权重 -4 到 4。", progress: "进度", compare: "编辑前 / 编辑后",
+    after_pct: "{v}% 编辑后", parameters: "参数", started: "已开始", done: "已完成",
+    reopen_named: "重新打开：{name}", counters_failed: "{failed} 个失败",
+    snippet_note: "请把输入图片以这些文件名保存在命令旁边（可在此下载）：",
+    snippet_missing: "请把当时使用的输入图片以这些文件名保存在命令旁边（本页面已没有这些图片）：",
   },
 };
 const EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
 const $ = (id) => document.getElementById(id);
-const state = { config: null, lang: "en", images: [], last: null, lastSeed: null, chain: [], running: null, strokes: [] };
+const state = {
+  config: null, lang: "en", images: [], last: null, lastSeed: null, chain: [], running: null, strokes: [],
+  selected: null,  // index in strokes of the box/rectangle the keyboard moves
+  sent: new Map(),  // task id -> what this page sent (inputs, mask, body): the snippets repeat it
+};
 
 function t(key, vars = {}) {
   const text = (STRINGS[state.lang] || STRINGS.en)[key] ?? STRINGS.en[key] ?? key;
@@ -53,7 +83,11 @@ function applyLanguage(lang) {
   document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
   $("lang").value = state.lang;
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
   showLimits();
+  renderThumbs(false);
+  renderRegions();
+  renderLoras();
   refreshHistory();
 }
 
@@ -63,6 +97,14 @@ function megabytes(bytes) {
 }
 
 function say(text) { $("message").textContent = text || ""; }
+
+function announce(text) { $("announce").textContent = text; }  // a polite live region, for screen readers
+
+function fail(text, control) {
+  // the message is an alert (read out at once); focus goes where the person can fix it
+  say(text);
+  (control || $("message")).focus();
+}
 
 function headers(json = true) {
   const h = json ? { "content-type": "application/json" } : {};
@@ -126,7 +168,7 @@ async function addFiles(files) {
   renderThumbs();
 }
 
-function renderThumbs() {
+function renderThumbs(reset = true) {
   const list = $("thumbs");
   list.replaceChildren();
   state.images.forEach((image, i) => {
@@ -137,20 +179,22 @@ function renderThumbs() {
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "×";
-    remove.setAttribute("aria-label", `remove ${image.name}`);
-    remove.onclick = () => { state.images.splice(i, 1); renderThumbs(); };
+    remove.setAttribute("aria-label", t("remove_image", { name: image.name }));
+    remove.onclick = () => { state.images.splice(i, 1); renderThumbs(); $("drop").focus(); };
     li.append(img, remove);
     list.append(li);
   });
-  setupMask();
+  if (reset) setupMask();
 }
 
 // -- mask painting: white where the edit may change ----------------------------------------------
 
 function setupMask() {
   const last = state.images[state.images.length - 1];
-  $("mask-tools").hidden = $("canvas-wrap").hidden = !last;
+  $("mask-tools").hidden = $("canvas-wrap").hidden = $("regions-block").hidden = !last;
   state.strokes = [];
+  state.selected = null;
+  renderRegions();
   if (!last) return;
   const canvas = $("mask-canvas");
   $("base").src = last.preview || last.url;
@@ -194,6 +238,168 @@ function redrawMask() {
     ctx.lineWidth = Math.max(3, canvas.width / 150);
     ctx.strokeRect(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0);
   }
+  const chosen = state.strokes[state.selected];
+  if (chosen && document.activeElement === canvas) {  // the one the keyboard moves: a dashed frame
+    const r = extent(chosen);
+    ctx.setLineDash([8, 6]);
+    ctx.lineWidth = Math.max(2, canvas.width / 250);
+    ctx.strokeStyle = "#000";
+    ctx.strokeRect(r.x - 4, r.y - 4, r.w + 8, r.h + 8);
+    ctx.setLineDash([]);
+  }
+}
+
+// -- boxes and rectangles from the keyboard (and as numbers) --------------------------------------
+
+const isRegion = (s) => s.box || s.rect;
+
+function extent(s) {
+  // x, y, w, h in image pixels of a box or a rectangle stroke (whichever corner it was drawn from)
+  const [x0, y0, x1, y1] = s.box ? [s.x0, s.y0, s.x1, s.y1] : s.rect;
+  return { x: Math.round(Math.min(x0, x1)), y: Math.round(Math.min(y0, y1)), w: Math.round(Math.abs(x1 - x0)), h: Math.round(Math.abs(y1 - y0)) };
+}
+
+function place(s, { x, y, w, h }) {
+  // clamp inside the image: a box the server would refuse cannot be made here
+  const W = $("mask-canvas").width, H = $("mask-canvas").height;
+  w = Math.max(2, Math.min(W, Math.round(w)));
+  h = Math.max(2, Math.min(H, Math.round(h)));
+  x = Math.max(0, Math.min(W - w, Math.round(x)));
+  y = Math.max(0, Math.min(H - h, Math.round(y)));
+  if (s.box) Object.assign(s, { x0: x, y0: y, x1: x + w, y1: y + h });
+  else s.rect = [x, y, x + w, y + h];
+}
+
+function regionName(s) {
+  const n = state.strokes.filter(isRegion).indexOf(s) + 1;
+  if (s.box) return t("box_n", { n, colour: s.colour });
+  return t(s.erase ? "erase_n" : "rect_n", { n });
+}
+
+function describe(s) { return t("region_at", { name: regionName(s), ...extent(s) }); }
+
+function addRegion(kind) {
+  const canvas = $("mask-canvas");
+  const W = canvas.width, H = canvas.height;
+  const s = kind === "box"
+    ? { box: true, colour: $("box-colour").value }
+    : { rect: [0, 0, 0, 0], erase: $("eraser").getAttribute("aria-pressed") === "true" };
+  const shift = (state.strokes.filter(isRegion).length % 5) * 0.05;  // the next one beside the last, not on it
+  place(s, { x: W * (0.375 + shift), y: H * (0.375 + shift), w: W / 4, h: H / 4 });  // a quarter of each side
+  state.strokes.push(s);
+  state.selected = state.strokes.length - 1;
+  renderRegions();
+  redrawMask();
+  announce(describe(s));
+  return s;
+}
+
+function renderRegions() {
+  const list = $("regions");
+  list.replaceChildren();
+  state.strokes.forEach((s, index) => {
+    if (!isRegion(s)) return;
+    const li = document.createElement("li");
+    li.dataset.index = String(index);
+    li.classList.toggle("selected", index === state.selected);
+    const name = regionName(s);
+    const title = document.createElement("span");
+    if (s.box) {
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = s.colour;
+      title.append(swatch, " ");
+    }
+    title.append(name);
+    li.append(title);
+    const r = extent(s);
+    for (const k of ["x", "y", "w", "h"]) {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "number";
+      input.min = "0";
+      input.step = "1";
+      input.value = String(r[k]);
+      input.dataset.k = k;
+      input.setAttribute("aria-label", `${k} · ${name}`);
+      input.onchange = () => {
+        const now = extent(s);
+        now[k] = Number(input.value || 0);
+        place(s, now);
+        state.selected = index;
+        syncRegions();
+        redrawMask();
+        announce(describe(s));
+      };
+      label.append(k, input);
+      li.append(label);
+    }
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", t("remove_named", { name }));
+    remove.onclick = () => { removeRegion(index); $("mask-canvas").focus(); };
+    li.append(remove);
+    list.append(li);
+  });
+}
+
+function syncRegions() {
+  // the number fields follow the keyboard and the pointer without being rebuilt (focus stays put)
+  for (const li of $("regions").children) {
+    const index = Number(li.dataset.index);
+    li.classList.toggle("selected", index === state.selected);
+    const r = extent(state.strokes[index]);
+    for (const input of li.querySelectorAll("input")) {
+      if (document.activeElement !== input) input.value = String(r[input.dataset.k]);
+    }
+  }
+}
+
+function removeRegion(index) {
+  const s = state.strokes[index];
+  if (!s) return;
+  const name = regionName(s);
+  state.strokes.splice(index, 1);
+  const left = state.strokes.map((a, i) => (isRegion(a) ? i : -1)).filter((i) => i >= 0);
+  state.selected = left.length ? left[left.length - 1] : null;
+  renderRegions();
+  redrawMask();
+  announce(t("removed", { name }));
+}
+
+function regionKeys(e) {
+  const canvas = $("mask-canvas");
+  const indices = state.strokes.map((a, i) => (isRegion(a) ? i : -1)).filter((i) => i >= 0);
+  const chosen = state.strokes[state.selected];
+  const step = e.altKey ? 1 : Math.max(1, Math.round(Math.min(canvas.width, canvas.height) / 50));
+  const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  if (e.key === "Enter") {
+    addRegion(tool() === "box" ? "box" : "rect");
+  } else if (e.key in arrows) {
+    if (!chosen) { announce(t("no_region")); e.preventDefault(); return; }
+    const [dx, dy] = arrows[e.key];
+    const r = extent(chosen);
+    if (e.shiftKey) place(chosen, { ...r, w: r.w + dx * step, h: r.h + dy * step });
+    else place(chosen, { ...r, x: r.x + dx * step, y: r.y + dy * step });
+    syncRegions();
+    redrawMask();
+    announce(describe(chosen));
+  } else if (e.key === "PageDown" || e.key === "PageUp") {
+    if (!indices.length) { announce(t("no_region")); e.preventDefault(); return; }
+    const at = indices.indexOf(state.selected);
+    const next = e.key === "PageDown" ? (at + 1) % indices.length : (at - 1 + indices.length) % indices.length;
+    state.selected = indices[next];
+    syncRegions();
+    redrawMask();
+    announce(describe(state.strokes[state.selected]));
+  } else if (e.key === "Delete" || e.key === "Backspace") {
+    if (!chosen) { announce(t("no_region")); e.preventDefault(); return; }
+    removeRegion(state.selected);
+  } else {
+    return;
+  }
+  e.preventDefault();
 }
 
 function boxes() {
@@ -249,10 +455,21 @@ function bindMask() {
   });
   canvas.addEventListener("pointerup", () => {
     if (current?.box && (current.x1 - current.x0 < 2 || current.y1 - current.y0 < 2)) state.strokes.pop();  // a click, not a box
+    else if (current && isRegion(current)) state.selected = state.strokes.length - 1;
     delete current?.start;
     current = null;
+    renderRegions();
     redrawMask();
   });
+  canvas.addEventListener("keydown", regionKeys);
+  canvas.addEventListener("focus", () => {
+    const chosen = state.strokes[state.selected];
+    redrawMask();
+    announce(chosen ? describe(chosen) : t("no_region"));
+  });
+  canvas.addEventListener("blur", redrawMask);
+  $("add-box").onclick = () => { addRegion("box"); $("mask-canvas").focus(); };
+  $("add-rect").onclick = () => { addRegion("rect"); $("mask-canvas").focus(); };
   for (const button of document.querySelectorAll("#mask-tools [data-tool]")) {
     button.onclick = () => {
       for (const other of document.querySelectorAll("#mask-tools [data-tool]")) other.setAttribute("aria-pressed", String(other === button));
@@ -262,18 +479,84 @@ function bindMask() {
     const on = $("eraser").getAttribute("aria-pressed") !== "true";
     $("eraser").setAttribute("aria-pressed", String(on));
   };
-  $("undo").onclick = () => { state.strokes.pop(); redrawMask(); };
-  $("clear").onclick = () => { state.strokes = []; redrawMask(); };
+  $("undo").onclick = () => {
+    state.strokes.pop();
+    if (state.selected !== null && state.selected >= state.strokes.length) state.selected = null;
+    renderRegions();
+    redrawMask();
+  };
+  $("clear").onclick = () => { state.strokes = []; state.selected = null; renderRegions(); redrawMask(); };
 }
 
 // -- submit, progress, result --------------------------------------------------------------------
+
+// -- LoRAs: typed in (the server lists none; it names what it allows, and refuses the rest) -------
+
+const MAX_LORAS = 3;
+state.loras = [];  // [{path, scale}] as the rows show them
+
+function renderLoras() {
+  const list = $("loras");
+  if (!list) return;
+  list.replaceChildren();
+  state.loras.forEach((lora, i) => {
+    const li = document.createElement("li");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", t("remove_named", { name: lora.path || `LoRA ${i + 1}` }));
+    const pathLabel = document.createElement("label");
+    const path = document.createElement("input");
+    path.type = "text";
+    path.className = "lora-path";
+    path.value = lora.path;
+    path.placeholder = "style.safetensors";
+    path.setAttribute("aria-label", t("lora_n", { n: i + 1 }));
+    path.oninput = () => {
+      lora.path = path.value;
+      remove.setAttribute("aria-label", t("remove_named", { name: lora.path || `LoRA ${i + 1}` }));
+    };
+    pathLabel.append(path);
+    const scaleLabel = document.createElement("label");
+    const scale = document.createElement("input");
+    scale.type = "number";
+    scale.className = "lora-scale";
+    Object.assign(scale, { min: "-4", max: "4", step: "0.05", value: String(lora.scale) });
+    scale.setAttribute("aria-label", t("lora_scale_n", { n: i + 1 }));
+    scale.oninput = () => { lora.scale = scale.value === "" ? 1 : Number(scale.value); };
+    scaleLabel.append(t("scale"), " ", scale);
+    remove.onclick = () => { state.loras.splice(i, 1); renderLoras(); $("add-lora").focus(); };
+    li.append(pathLabel, scaleLabel, remove);
+    list.append(li);
+  });
+  $("add-lora").disabled = state.loras.length >= MAX_LORAS;
+  if (state.config) $("lora-help").textContent = t("lora_help", { sources: state.config.loras });
+}
+
+function addLora() {
+  if (state.loras.length >= MAX_LORAS) return;
+  state.loras.push({ path: "", scale: 1 });
+  renderLoras();
+  $("loras").lastElementChild.querySelector("input").focus();
+}
+
+function fastChanged() {
+  // fast sets its own steps and runs without CFG: the server refuses both with it, so they are off
+  const fast = Boolean($("fast").value);
+  for (const id of ["steps", "cfg"]) {
+    $(id).disabled = fast;
+    if (fast) $(id).value = "";
+  }
+  $("steps").placeholder = fast ? $("fast").value : String(state.config.default_steps);
+  $("cfg").placeholder = fast ? "1" : String(state.config.default_cfg);
+}
 
 function requestBody() {
   const body = { prompt: $("prompt").value, images: state.images.map((i) => i.source || i.url) };
   const negative = $("negative").value;
   if (negative) body.negative_prompt = negative;
-  if ($("steps").value) body.num_inference_steps = Number($("steps").value);
-  if ($("cfg").value) body.true_cfg_scale = Number($("cfg").value);
+  if ($("steps").value && !$("steps").disabled) body.num_inference_steps = Number($("steps").value);
+  if ($("cfg").value && !$("cfg").disabled) body.true_cfg_scale = Number($("cfg").value);
   body.seed = Number($("seed").value || -1);
   const size = $("size").value.trim();
   if (size && size !== "auto") body.size = size;
@@ -284,26 +567,32 @@ function requestBody() {
   if (mask) body.mask = mask;
   const regions = boxes();
   if (regions.length) body.boxes = regions;
+  const loras = state.loras.filter((l) => l.path.trim()).map((l) => ({ path: l.path.trim(), scale: l.scale }));
+  if (loras.length) body.loras = loras;
   return body;
 }
 
 async function submit() {
   say("");
-  if (state.config.auth && !$("key").value.trim()) return say(t("need_key"));
-  if (!state.images.length) return say(t("need_image"));
-  if (!$("prompt").value.trim()) return say(t("need_prompt"));
+  if (state.config.auth && !$("key").value.trim()) return fail(t("need_key"), $("key"));
+  if (!state.images.length) return fail(t("need_image"), $("drop"));
+  if (!$("prompt").value.trim()) return fail(t("need_prompt"), $("prompt"));
   localStorage.setItem("qedit.key", $("key").value.trim());
+  const body = requestBody();
   let task;
   try {
-    task = await api("/v1/edits", { method: "POST", body: JSON.stringify(requestBody()) });
+    task = await api("/v1/edits", { method: "POST", body: JSON.stringify(body) });
   } catch (e) {
-    return say(e.message);
+    return fail(e.message);  // the server's refusal, as it says it (a LoRA it does not allow, ...)
   }
+  state.sent.set(task.id, { body, images: state.images.map((i) => ({ ...i })) });
   state.running = task.id;
   $("submit").disabled = true;
   $("progress").hidden = false;
   $("bar").value = 0;
   $("step").textContent = t("queued");
+  announce(t("queued"));
+  $("cancel").focus();  // the one thing to do while it runs
   refreshHistory();
   try {
     task = await follow(task.id);
@@ -313,9 +602,15 @@ async function submit() {
   $("submit").disabled = false;
   $("progress").hidden = true;
   state.running = null;
-  if (task.status === "completed") showResult(task);
-  else if (task.status === "cancelled") say(t("cancelled"));
-  else say(t("failed", { reason: task.error?.message || task.status }));
+  if (task.status === "completed") {
+    showResult(task);
+    announce(t("done"));
+    $("result-title").focus();
+  } else if (task.status === "cancelled") {
+    fail(t("cancelled"));
+  } else {
+    fail(t("failed", { reason: task.error?.message || task.status }));
+  }
   refreshHistory();
 }
 
@@ -342,6 +637,10 @@ async function follow(id) {
       const payload = JSON.parse(data);
       if (event !== "step") last = payload;  // step events carry {step, total}; the others the task
       const { step, total } = event === "step" ? payload : payload.progress || {};
+      if (event === "started") announce(t("started"));
+      if (total && step && Math.floor((4 * step) / total) > Math.floor((4 * (step - 1)) / total)) {
+        announce(t("step", { step, total }));  // each quarter, not each step: a screen reader keeps up
+      }
       if (total) {
         $("bar").value = step / total;
         const eta = step ? Math.round(((performance.now() - started) / step) * (total - step) / 1000) : null;
@@ -368,8 +667,11 @@ function showResult(task, fromChain = false) {
   $("after").src = out.url;
   $("download").href = out.url;
   $("download").setAttribute("download", `${task.id}.${out.format}`);
+  const sent = state.sent.get(task.id)?.body;
   const shown = { id: task.id, ...task.params, seed: out.seed };  // the seed used, to re-run it exactly
+  if (sent) shown.output_format = sent.output_format;
   $("params").textContent = JSON.stringify(shown, null, 2);
+  $("snippet-inputs").hidden = true;
   if (!fromChain) state.chain.push(task);
   renderChain();
   fitSlider();
@@ -383,7 +685,7 @@ function renderChain() {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = `${t("reopen")}: ${task.params.prompt?.slice(0, 40) ?? task.id} (${t("seed_used", { seed: task.outputs[0]?.seed })})`;
-    button.onclick = () => showResult(task, true);
+    button.onclick = () => { showResult(task, true); $("result-title").focus(); };
     li.append(button);
     list.append(li);
   });
@@ -391,8 +693,10 @@ function renderChain() {
 
 function fitSlider() {
   const width = $("before").clientWidth;
+  const v = $("slider").value;
   $("after").style.width = `${width}px`;
-  $("after-wrap").style.width = `${$("slider").value}%`;
+  $("after-wrap").style.width = `${v}%`;
+  $("slider").setAttribute("aria-valuetext", t("after_pct", { v }));
 }
 
 function chainFromResult() {
@@ -405,23 +709,83 @@ function chainFromResult() {
   $("prompt").focus();
 }
 
-function pythonSnippet() {
+// -- the request as a command: curl and Python --------------------------------------------------
+// Uploaded images travel as files (multipart /v1/edits/upload, where the server reads them as it
+// reads any upload); task:// and nothing else stays JSON. The page offers the files under the
+// names the command uses.
+
+const MIME_EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/bmp": "bmp", "image/tiff": "tiff" };
+
+function snippetPlan() {
   const task = state.last;
-  if (!task) return "";
-  const body = { ...task.params, images: task.inputs.map((i) => i.source), seed: task.outputs[0]?.seed };
-  return [
-    "import os, httpx",
-    `r = httpx.post("${location.origin}/v1/edits", headers={"Authorization": f"Bearer {os.environ['QEDIT_KEY']}"},`,
-    `               json=${JSON.stringify(body)})`,
-    "print(r.json())",
-  ].join("\n");
+  const sent = state.sent.get(task.id);
+  const seed = task.outputs[0]?.seed;
+  let params, inputs, mask = null;
+  if (sent) {
+    const { images: _images, mask: sentMask, ...rest } = sent.body;
+    params = rest;
+    mask = sentMask || null;
+    inputs = sent.images.map((i) => (i.source ? { source: i.source, href: i.preview, ext: "png" } : { href: i.url, ext: MIME_EXT[/^data:([^;,]+)/.exec(i.url)?.[1]] || "png" }));
+  } else {  // reopened from the history: the parameters are the server's, the files are no longer here
+    params = { ...task.params };
+    inputs = task.inputs.map((i) => (i.source.startsWith("task://") ? { source: i.source } : { ext: "png" }));
+  }
+  params.seed = seed;  // the seed used, so the command makes the same image
+  const multipart = Boolean(mask) || inputs.some((i) => !i.source);
+  const files = multipart ? inputs.map((i, n) => ({ ...i, name: `input-${n + 1}.${i.ext || "png"}` })) : [];
+  if (multipart && mask) files.push({ name: "mask.png", href: mask, field: "mask" });
+  return { params, inputs, files, multipart };
 }
 
+const shellQuote = (text) => `'${text.replace(/'/g, "'\\''")}'`;
+
 function curlSnippet() {
-  const task = state.last;
-  if (!task) return "";
-  const body = { ...task.params, images: task.inputs.map((i) => i.source), seed: task.outputs[0]?.seed };
-  return `curl -X POST ${location.origin}/v1/edits -H "Authorization: Bearer $QEDIT_KEY" -H "Content-Type: application/json" -d '${JSON.stringify(body)}'`;
+  if (!state.last) return "";
+  const { params, inputs, files, multipart } = snippetPlan();
+  const auth = '-H "Authorization: Bearer $QEDIT_KEY"';
+  if (!multipart) {
+    const body = JSON.stringify({ ...params, images: inputs.map((i) => i.source) });
+    return `curl -X POST ${location.origin}/v1/edits ${auth} -H "Content-Type: application/json" --data-raw ${shellQuote(body)}`;
+  }
+  const parts = files.map((f) => `  -F ${f.field || "image"}=@${f.name}`);
+  return [`curl -X POST ${location.origin}/v1/edits/upload ${auth}`, ...parts, `  --form-string ${shellQuote(`params=${JSON.stringify(params)}`)}`].join(" \\\n");
+}
+
+function pythonSnippet() {
+  if (!state.last) return "";
+  const { params, inputs, files, multipart } = snippetPlan();
+  const head = ["import json, os", "", "import httpx", "", `params = json.loads(${JSON.stringify(JSON.stringify(params))})`];
+  const auth = `headers={"Authorization": f"Bearer {os.environ['QEDIT_KEY']}"}`;
+  if (!multipart) {
+    return [...head, `params["images"] = ${JSON.stringify(inputs.map((i) => i.source))}`,
+      `r = httpx.post("${location.origin}/v1/edits", ${auth}, json=params, timeout=60)`, "print(r.json())"].join("\n");
+  }
+  const opened = files.map((f) => `("${f.field || "image"}", open("${f.name}", "rb"))`).join(", ");
+  return [...head, `files = [${opened}]`,
+    `r = httpx.post("${location.origin}/v1/edits/upload", ${auth}, files=files, data={"params": json.dumps(params)}, timeout=60)`,
+    "print(r.json())"].join("\n");
+}
+
+function showSnippet(text) {
+  $("params").textContent = text;
+  const { files } = snippetPlan();
+  $("snippet-inputs").hidden = !files.length;
+  $("snippet-note").textContent = t(files.every((f) => f.href) ? "snippet_note" : "snippet_missing");
+  const list = $("input-links");
+  list.replaceChildren();
+  for (const f of files) {
+    const li = document.createElement("li");
+    if (f.href) {
+      const a = document.createElement("a");
+      a.href = f.href;
+      a.download = f.name;
+      a.textContent = f.name;
+      li.append(a);
+    } else {
+      li.textContent = f.name;
+    }
+    list.append(li);
+  }
 }
 
 // -- history -------------------------------------------------------------------------------------
@@ -430,9 +794,10 @@ async function refreshHistory() {
   if (!state.config || (state.config.auth && !$("key").value.trim())) return;
   let page;
   try { page = await api("/v1/edits?limit=20"); } catch (e) { return; }
-  const running = page.data.filter((x) => ["created", "processing"].includes(x.status)).length;
-  const completed = page.data.filter((x) => x.status === "completed").length;
-  $("counters").textContent = page.data.length ? t("counters", { running, completed }) : t("no_history");
+  const c = page.counts;  // all of the key's edits, counted by the server (the list is the last 20)
+  let counters = t("counters", { running: c.queued + c.running, completed: c.completed });
+  if (c.failed) counters += ` · ${t("counters_failed", { failed: c.failed })}`;
+  $("counters").textContent = page.data.length ? counters : t("no_history");
   const list = $("history-list");
   list.replaceChildren();
   for (const task of page.data) {
@@ -455,7 +820,8 @@ async function refreshHistory() {
       const open = document.createElement("button");
       open.type = "button";
       open.textContent = t("reopen");
-      open.onclick = () => showResult(task, true);
+      open.setAttribute("aria-label", t("reopen_named", { name: (task.params.prompt || task.id).slice(0, 60) }));
+      open.onclick = () => { showResult(task, true); $("result-title").focus(); };
       li.append(open);
     }
     list.append(li);
@@ -471,7 +837,9 @@ async function main() {
   $("key-row").hidden = !state.config.auth;
   $("steps").placeholder = String(state.config.default_steps);
   $("cfg").placeholder = String(state.config.default_cfg);
-  $("fast-row").hidden = !state.config.fast;
+  $("fast-row").hidden = $("fast-help").hidden = !state.config.fast;
+  $("fast").onchange = fastChanged;
+  $("add-lora").onclick = addLora;
   const lang = localStorage.getItem("qedit.lang") || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
   applyLanguage(lang);
   $("lang").onchange = (e) => applyLanguage(e.target.value);
@@ -491,16 +859,13 @@ async function main() {
   $("cancel").onclick = cancel;
   $("reuse-seed").onclick = () => { if (state.lastSeed !== null) $("seed").value = state.lastSeed; };
   $("chain").onclick = chainFromResult;
-  $("copy").onclick = async () => {
-    const text = curlSnippet();
-    $("params").textContent = text;
-    try { await navigator.clipboard.writeText(text); say(t("copied")); } catch { /* no clipboard permission: shown instead */ }
+  const copy = (make) => async () => {
+    const text = make();
+    showSnippet(text);
+    try { await navigator.clipboard.writeText(text); announce(t("copied")); } catch { /* no clipboard permission: shown instead */ }
   };
-  $("copy-python").onclick = async () => {
-    const text = pythonSnippet();
-    $("params").textContent = text;
-    try { await navigator.clipboard.writeText(text); say(t("copied")); } catch { /* shown instead */ }
-  };
+  $("copy").onclick = copy(curlSnippet);
+  $("copy-python").onclick = copy(pythonSnippet);
   $("compare").onclick = (e) => { if (e.target.tagName === "IMG") { $("compare").classList.toggle("zoom"); fitSlider(); } };
   $("slider").oninput = fitSlider;
   $("before").onload = fitSlider;

@@ -154,10 +154,14 @@ class TaskStore:
         with self.db.transaction() as s:
             return int(s.scalar(q) or 0)
 
-    def counts_by_status(self) -> dict[str, int]:
+    def counts_by_status(self, key_id: object = ANY_KEY) -> dict[str, int]:
+        """Tasks per status (only those present), one GROUP BY over the key's index when ``key_id`` is given."""
+        q = select(TaskRow.status, func.count()).select_from(TaskRow)
+        if key_id is not ANY_KEY:
+            q = q.where(TaskRow.key_id == key_id)
         with self.db.transaction() as s:
-            rows = s.execute(select(TaskRow.status, func.count()).group_by(TaskRow.status))
-            return {status: int(n) for status, n in rows}
+            rows = s.execute(q.group_by(TaskRow.status))
+            return {str(status): int(n) for status, n in rows}
 
     def failures_by_reason(self) -> dict[str, int]:
         with self.db.transaction() as s:

@@ -137,11 +137,13 @@ async def list_edits(
     page = tasks[:limit]
     data = [await run_in_threadpool(_view, services, t) for t in page]
     more = len(tasks) > limit
+    by_status = await run_in_threadpool(services.tasks.counts_by_status, caller.scope)
     return {
         "object": "list",
         "data": data,
         "has_more": more,
         "next_cursor": f"{page[-1].created_at!r}_{page[-1].id}" if more and page else None,
+        "counts": native.counts(by_status),
     }
 
 

@@ -36,6 +36,7 @@ class PlaygroundConfig(BaseModel):
     default_steps: int
     default_cfg: float
     fast: bool = Field(description="whether fast (Lightning) editing applies to the served model")
+    loras: str = Field(description="where LoRAs may come from on this server (names of the sources, no paths)")
 
 
 @router.get("/", include_in_schema=False)
@@ -59,5 +60,7 @@ async def config(services: ServicesDep) -> dict:
         "formats": ALLOWED_NAMES,
         "default_steps": spec.default_steps,
         "default_cfg": spec.default_cfg,
-        "fast": served is not None,  # the Lightning recipe belongs to a known variant
+        # the Lightning recipe belongs to a known variant; ``instant`` stands in for one and runs it too
+        "fast": served is not None or s.model == "instant",
+        "loras": services.loras.options.store.policy.describe(),  # as refusals word it; no file is listed
     }

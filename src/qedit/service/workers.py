@@ -137,6 +137,7 @@ class WorkerRegistry:
         state: WorkerState | None = None,
         task_id: str | None = None,
         done: int = 0,
+        tasks_done: int | None = None,
         device: str | None = None,
     ) -> bool:
         """A heartbeat, with a change of state (``task_id`` is recorded with it) and tasks ended; False
@@ -146,6 +147,8 @@ class WorkerRegistry:
             values.update(state=state.value, task_id=task_id)
         if done:
             values["tasks_done"] = WorkerRow.tasks_done + done
+        if tasks_done is not None:  # the worker's own count: a write lost to a hiccup is made good by the next
+            values["tasks_done"] = tasks_done
         if device is not None:
             values["device"] = device
         with self.db.transaction() as s:
@@ -219,7 +222,8 @@ class Presence:
         self.device, self.options = device, options
         self.state, self.task_id = WorkerState.LOADING, None
         self.tasks_done, self.started_at = 0, time.time()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state, between the engine's thread and the heartbeat's
+        self._write_lock = threading.Lock()  # one write at a time, each of the latest state (never an older one last)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False  # a worker never started (a unit test's) keeps its state to itself
@@ -236,7 +240,7 @@ class Presence:
             self.tasks_done += done
             if device is not None:
                 self.device = device
-        self._write(done=done)
+        self._write()
 
     def stop(self) -> None:
         if not self._started:
@@ -254,14 +258,18 @@ class Presence:
         while not self._stop.wait(max(0.5, self.registry.ttl / 3)):
             self._write()
 
-    def _write(self, register: bool = False, done: int = 0) -> None:
+    def _write(self, register: bool = False) -> None:
         if not self._started:
             return
+        with self._write_lock:
+            self._write_latest(register)
+
+    def _write_latest(self, register: bool) -> None:
         with self._lock:
             state, task_id, device, total = self.state, self.task_id, self.device, self.tasks_done
         try:
             if not register and self.registry.update(
-                self.worker_id, state=state, task_id=task_id, done=done, device=device
+                self.worker_id, state=state, task_id=task_id, tasks_done=total, device=device
             ):
                 return
             self.registry.register(  # first, or again after the row was pruned while this worker was silent

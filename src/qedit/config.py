@@ -168,7 +168,20 @@ class Settings(BaseSettings):
     dispatch: Literal["embedded", "celery"] = "embedded"
     workers: int = Field(default=1, ge=0, le=64, description="in-process worker threads (embedded); 0 = API only")
     broker_url: str = "redis://127.0.0.1:6379/0"
-    celery_queue: str = Field(default="qedit", description="the Celery queue API and workers share")
+    celery_queue: str = Field(
+        default="qedit", description="prefix of the Celery queues: one per model, {celery_queue}.{model slug}"
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models requests may name besides `model` and those with live workers (comma-separated)",
+    )
+    no_worker: Literal["wait", "refuse"] = Field(
+        default="wait",
+        description="a request for a known model no live worker serves: queued until one comes (wait) or 503 (refuse)",
+    )
+    worker_ttl: float = Field(
+        default=15.0, ge=1.0, le=3600.0, description="a worker not heard from for this long is not live"
+    )
     lease_seconds: float = Field(
         default=60.0, gt=0, description="a running task not heard from for this long is re-run elsewhere"
     )
@@ -191,7 +204,7 @@ class Settings(BaseSettings):
     )
     max_concurrent_tasks: int = Field(default=8, ge=1, description="queued+running per key (keys may override)")
 
-    @field_validator("lora_hub_orgs", "lora_url_hosts", mode="before")
+    @field_validator("lora_hub_orgs", "lora_url_hosts", "models", mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:
         """``a,b`` from the environment."""

@@ -25,6 +25,7 @@ from qedit.service.records import TaskStatus, WebhookState
 from qedit.service.tables import TaskRow
 from qedit.service.wiring import Core
 from qedit.service.worker import Worker, worker_name
+from qedit.service.workers import WorkerState
 from tests.support.images import png_bytes
 from tests.support.receiver import Receiver
 from tests.support.tasks import current, queue_edit
@@ -106,7 +107,11 @@ def test_sweep_redispatches_queued_tasks_no_broker_was_told_about(core: Core) ->
     lost, sent = queue_edit(core), queue_edit(core)
     core.tasks.mark_dispatched([sent])
     redispatched: list[str] = []
-    Sweeper(core, deliver=lambda t: None, redispatch=redispatched.append).sweep()
+    sweeper = Sweeper(core, deliver=lambda t: None, redispatch=redispatched.append)
+    sweeper.sweep()
+    assert redispatched == []  # no live worker of its model: its message waits in its queue, not re-sent
+    core.workers.register("celery@elsewhere:1:a", "instant", device=None, options={}, state=WorkerState.IDLE)
+    sweeper.sweep()
     assert redispatched == [lost]
 
 

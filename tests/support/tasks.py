@@ -9,6 +9,7 @@ from qedit import imageio
 from qedit.params import EditParams
 from qedit.service.records import Interface, NewTask, TaskInput, TaskOptions, TaskOutput, TaskRecord
 from qedit.service.tasks import TaskStore
+from qedit.service.workers import served_model
 from tests.support.images import png_bytes
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def queue_edit(
         NewTask(
             id=task_id,
             interface=interface,
-            model="instant",
+            model=served_model(core.settings.model),  # as the API stores it: the model a worker of core serves
             params=EditParams(prompt=prompt, **params),  # type: ignore[arg-type]
             inputs=inputs,
             base_url=BASE_URL,

@@ -55,7 +55,8 @@ WHY = {
     410: "Expired: the result files (and their URLs) are gone",
     413: "Request body over the limit (QEDIT_MAX_BODY_BYTES)",
     429: "Rate limit, concurrent tasks or concurrent fetches of this key exceeded; see Retry-After",
-    503: "Not ready: the model is loading or failed to load",
+    503: "Not ready: the model is loading or failed to load; a submission: no live worker serves the model "
+    "(QEDIT_NO_WORKER=refuse), see Retry-After",
     504: "A synchronous request waited longer than its limit",
 }
 SUBMITS = {
@@ -102,7 +103,7 @@ def _codes(route: APIRoute, method: str, submits: bool) -> set[int]:
     if route.dependant.path_params:
         codes.add(404)
     if key in SUBMITS or submits:
-        codes |= {404, 409, 410, 429}
+        codes |= {404, 409, 410, 429, 503}
     if key in SIGNED:
         codes |= {403, 410}
     if key in SYNC_TIMEOUTS:

@@ -6,6 +6,15 @@ Interfaces differ only in how they name things; once their schema has produced `
 bad inputs the same way (``qedit.request_check``, as the CLI and the engine do; LoRAs and ``fast``
 through ``qedit.service.loras.LoraCheck``, the allow-list the worker resolves them with), and nothing
 is queued, stored or counted unless all of it passed. ``wait`` serves sync modes (bounded).
+
+Which model runs (``choose_model``), the same rule for every interface: no model named -> the
+server's ``model``; a name of a model the server knows (``model``, ``QEDIT_MODELS``, or one a live
+worker serves; matched as given or as its canonical id, so ``qwen-image-edit-2509`` finds the
+worker serving ``Qwen/Qwen-Image-Edit-2509``) -> that model. Any other name: the native API refuses
+it (400 naming ``model`` and the served ones); the dialects whose ``model`` is their own catalogue's
+name (the aggregator's ``qwen-image-edit``, OpenAI's ``gpt-image-1``, a WaveSpeed endpoint) run it on
+the server's ``model``, as they always did. A known model no live worker serves: queued until one
+comes (``QEDIT_NO_WORKER=wait``, the default) or 503 with Retry-After (``refuse``).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -23,6 +33,7 @@ from qedit.api.deps import Caller
 from qedit.api.errors import ApiError
 from qedit.errors import InvalidInput
 from qedit.models.snapshot import spec_of
+from qedit.models.specs import SPECS, ModelSpec
 from qedit.params import EditParams
 from qedit.request_check import check_image_count, check_request
 from qedit.service.inputs import ImageInput
@@ -30,6 +41,9 @@ from qedit.service.records import TERMINAL, Interface, NewTask, TaskInput, TaskO
 from qedit.service.tasks import AtCapacity
 from qedit.service.webhooks import validate_webhook_url
 from qedit.service.wiring import Services
+from qedit.service.workers import INSTANT, served_model
+
+NO_WORKER_RETRY = 5  # seconds a refused client is told to wait: about a worker's start without weights to fetch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +60,50 @@ class Inputs:
     mask: ImageInput | None
 
 
-def model_max_images(services: Services) -> int:
-    """How many images the served model takes, known without loading it (torch-free spec lookup)."""
+def model_spec(model: str) -> ModelSpec | None:
+    """The spec of a model id without loading it: a spec name, a snapshot dir, or a real spec's hub id."""
+    return spec_of(model) or next((s for s in SPECS.values() if s.hub_id == model), None)
+
+
+def model_max_images(services: Services, model: str | None = None) -> int:
+    """How many images ``model`` (default: the served one) takes, known without loading it."""
     settings = services.settings
-    if settings.model == "instant":
+    model = model or settings.model
+    if model == INSTANT:
         return settings.max_images
-    spec = spec_of(settings.model)  # a broken snapshot: the worker reports it, the engine checks the count
+    spec = model_spec(model)  # a broken snapshot: the worker reports it, the engine checks the count
     return min(spec.max_images, settings.max_images) if spec else settings.max_images
+
+
+def known_models(services: Services, live: Iterable[str] | None = None) -> list[str]:
+    """Models a request may name: the server's ``model``, ``QEDIT_MODELS``, then those with live workers."""
+    settings = services.settings
+    configured = [served_model(m) for m in (settings.model, *settings.models)]
+    return list(dict.fromkeys([*configured, *(services.workers.models() if live is None else live)]))
+
+
+def choose_model(services: Services, requested: str | None, *, exact: bool = True, field: str = "model") -> str:
+    """The model a submission runs on (see the module's docstring); refuses before anything is read."""
+    default = served_model(services.settings.model)
+    live = services.workers.models()
+    known = known_models(services, live)
+    model = default
+    if requested is not None and requested.strip():
+        name = requested.strip()
+        model = name if name in known else served_model(name)
+        if model not in known:
+            if exact:
+                raise InvalidInput(f"{name!r} is not served here; served models: {', '.join(known)}", field=field)
+            model = default
+    if model not in live and services.settings.no_worker == "refuse":
+        raise ApiError(
+            f"no worker serves model {model} at the moment; retry later (GET /v1/models lists the live ones)",
+            status=503,
+            field=field,
+            code="no_worker",
+            headers={"Retry-After": str(NO_WORKER_RETRY)},
+        )
+    return model
 
 
 def capacity_limit(services: Services, caller: Caller) -> int | None:
@@ -129,6 +180,7 @@ def _persist(
     options: TaskOptions,
     webhook_url: str | None,
     base_url: str,
+    model: str,
 ) -> TaskRecord:
     task_id = uuid.uuid4().hex
     storage = services.storage
@@ -149,7 +201,7 @@ def _persist(
     task = NewTask(
         id=task_id,
         interface=interface,
-        model=services.settings.model,
+        model=model,
         params=params,
         inputs=stored,
         base_url=base_url,
@@ -178,12 +230,16 @@ async def submit(
     mask: Source | None = None,
     webhook_url: str | None = None,
     webhook_field: str = "webhook_url",
+    model: str | None = None,
+    exact_model: bool = True,
 ) -> TaskRecord:
-    """Validate everything, persist the task, hand it to a worker; the task exists when this returns."""
+    """Validate everything, persist the task, hand it to a worker; the task exists when this returns.
+
+    ``model``: the client's choice (``choose_model``; ``exact_model=False`` for a dialect's own names)."""
     check_capacity(services, caller)
-    max_images = model_max_images(services)
-    model = services.settings.model
     try:
+        model = await run_in_threadpool(choose_model, services, model, exact=exact_model)
+        max_images = model_max_images(services, model)
         check_image_count(len(images), max_images=max_images, model=model)  # before fetching anything
         args = (services, caller, images, mask, params, webhook_url, webhook_field)
         if _outbound(images, mask, params, webhook_url):  # on threads of its own, a few per key
@@ -200,12 +256,12 @@ async def submit(
             mask_field=mask.field if mask else "mask",
         )
         task = await run_in_threadpool(
-            _persist, services, caller, interface, params, inputs, options, webhook_url, base_url
+            _persist, services, caller, interface, params, inputs, options, webhook_url, base_url, model
         )
     except InvalidInput:
         services.metrics.rejected.labels("invalid_input").inc()
         raise
-    services.dispatcher.submit(task.id)
+    services.dispatcher.submit(task.id, model)
     services.metrics.submitted.labels(interface.value).inc()
     return task
 

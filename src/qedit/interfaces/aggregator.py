@@ -25,6 +25,8 @@ from qedit.service.records import TaskOptions, TaskRecord, TaskStatus
 from qedit.service.storage import Storage
 
 MODELS = ("qwen-image-edit", "qwen-image-edit-plus")
+SPEC_OF_MODEL = {"qwen-image-edit": "qwen-image-edit", "qwen-image-edit-plus": "qwen-image-edit-2509"}
+"""The aggregator's model -> the qedit model it names: run there when served, else on the server's model."""
 MAX_TOKENS = 2000
 _TOKEN_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]|[^\W_]+|[^\w\s]", re.UNICODE)
 
@@ -76,6 +78,9 @@ class GenerationCreate(BaseModel):
 
     def to_options(self) -> TaskOptions:
         return TaskOptions(output_format=self.output_format, client_model=self.model)
+
+    def model_hint(self) -> str:
+        return SPEC_OF_MODEL[self.model]
 
 
 class GenerationImage(BaseModel):

@@ -31,6 +31,12 @@ class EditOptions(EditParams):
         default=None, max_length=MAX_URL_CHARS, description="POSTed on completed/failed/cancelled (https)"
     )
     sync: bool = Field(default=False, description="wait (bounded by the server's sync_timeout) for the result")
+    model: str | None = Field(
+        default=None,
+        max_length=500,
+        description="the model to run (GET /v1/models); default: the server's. A model no live worker serves "
+        "waits for one, or is refused with 503, as the server is set up",
+    )
 
     @field_validator("size", mode="before")
     @classmethod

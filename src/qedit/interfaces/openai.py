@@ -43,7 +43,12 @@ class OpenAIEdit(BaseModel):
     size: SizeText = Field(default="auto", description="WxH, 256-1536 per side, or auto (the input's size)")
     response_format: Literal["url", "b64_json"] = "url"
     output_format: Literal["png", "jpeg", "webp"] = "png"
-    model: str | None = Field(default=None, description="accepted for compatibility; the served model is used")
+    model: str | None = Field(
+        default=None,
+        max_length=500,
+        description="a model this server serves (GET /v1/models) runs there; any other name (gpt-image-1, ...) "
+        "runs on the server's default model",
+    )
     user: str | None = None
     quality: Literal["auto", "low", "medium", "high", "standard"] | None = None
     background: Literal["auto", "opaque"] | None = None

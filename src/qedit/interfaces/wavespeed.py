@@ -4,7 +4,8 @@
 Fields, defaults and bounds follow the reference (size ``W*H`` 256-1536 per side, seed -1..2^31-1,
 output_format jpeg|png|webp default jpeg; ``loras`` up to 3 ``{path, scale}``). Unknown fields are
 refused, not dropped. The endpoint a task came through is the model its result reports; the model
-that runs is the one this server serves.
+that runs is the endpoint's variant where this server serves it (``SPEC_OF_ENDPOINT``), else the
+server's default model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ MODEL_EDIT_PLUS = "wavespeed-ai/qwen-image/edit-plus"
 MODEL_EDIT_LORA = "wavespeed-ai/qwen-image/edit-lora"
 MODEL_EDIT_PLUS_LORA = "wavespeed-ai/qwen-image/edit-plus-lora"
 MODEL_EDIT_2511_LORA = "wavespeed-ai/qwen-image/edit-2511-lora"
+SPEC_OF_ENDPOINT = {
+    MODEL_EDIT: "qwen-image-edit",
+    MODEL_EDIT_LORA: "qwen-image-edit",
+    MODEL_EDIT_PLUS: "qwen-image-edit-2509",
+    MODEL_EDIT_PLUS_LORA: "qwen-image-edit-2509",
+    MODEL_EDIT_2511_LORA: "qwen-image-edit-2511",
+}
+"""The endpoint -> the qedit model it names: run there when the server serves it, else on the server's model."""
 LORAS_DESCRIPTION = (
     f"Up to {MAX_LORAS} LoRAs, each {{path, scale}}: path is a .safetensors file (or folder) in the server's "
     "LoRA folder, a repo of an allowed hub organisation (owner/repo[/file.safetensors]) or a URL on an allowed "

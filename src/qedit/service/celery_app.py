@@ -6,11 +6,17 @@ worker does not hoard queued tasks), ``reject_on_worker_lost``. Redelivery can r
 the store's atomic claim makes a repeat a no-op. So it does for the message of a task a batching
 worker (``QEDIT_BATCH_SIZE``) already claimed from the store to run with another's: the batch takes
 compatible queued tasks without waiting for their messages, which then find them taken or finished.
+
+A queue per model (``model_queue``): the API sends a task's id to its model's queue and ``qedit
+worker --model X`` consumes only X's, so a message waits (in Redis, not in a worker's prefetch) for
+a worker that can run it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from typing import Any
 
 from celery import Celery
@@ -22,6 +28,16 @@ RUN_TASK = "qedit.run_task"
 log = logging.getLogger("qedit.celery")
 
 _worker: Any = None  # the process's Worker, set by ``bind_worker`` in ``qedit worker``
+
+
+def model_queue(prefix: str, model: str) -> str:
+    """``{prefix}.{slug}``: the model id lower-cased, each run of characters other than letters, digits,
+    ``.``, ``_`` and ``-`` made one ``-``; when that changed the id (a hub id's ``/``, a path), 8 hex of
+    its sha1 are added, so two ids never share a queue (``qedit.tiny``, ``qedit.qwen-qwen-image-edit-2509-1f0c...``)."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", model.lower()).strip("-.") or "model"
+    if slug != model or len(slug) > 80:
+        slug = f"{slug[:80]}-{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+    return f"{prefix}.{slug}"
 
 
 def make_celery(settings: Settings) -> Celery:

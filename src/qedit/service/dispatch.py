@@ -5,7 +5,12 @@ lost broker message delays a task, never loses it, because the sweeper finds eve
 queued but not running, or running under a dead lease, and hands it out again. Duplicate hand-outs
 are harmless: the claim is atomic.
 
-The sweeper also delivers webhooks left pending by a crash and deletes files past their lifetime.
+The sweeper also delivers webhooks left pending by a crash, deletes files past their lifetime and
+prunes the worker registry's stale rows.
+
+Routing by model: a task runs only on a worker of its model (the claim filters by it). Embedded
+workers serve ``settings.model``; in Celery mode each model has its own queue
+(``celery_app.model_queue``), so a message waits for a worker of its model, however long.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class Dispatcher(Protocol):
 
     def stop(self) -> None: ...
 
-    def submit(self, task_id: str) -> None: ...
+    def submit(self, task_id: str, model: str | None = None) -> None: ...
 
     def deliver_webhook(self, task_id: str) -> None: ...
 
@@ -71,13 +76,16 @@ class Sweeper:
         self.outbox = core.outbox
         self.storage = core.storage
         self.webhooks = core.webhooks
+        self.workers = core.workers
         self.deliver = deliver
         self.redispatch = redispatch
 
     def sweep(self) -> None:
         self.release_dead_leases()
+        self.workers.prune()
         if self.redispatch is not None:
-            ids = self.tasks.needing_dispatch(older_than=max(self.settings.lease_seconds, 30.0))
+            live = list(self.workers.models())  # a model nobody serves: its messages wait in its queue
+            ids = self.tasks.needing_dispatch(older_than=max(self.settings.lease_seconds, 30.0), models=live)
             for tid in ids:
                 self.redispatch(tid)
         self.resume_webhooks()
@@ -170,11 +178,13 @@ class EmbeddedDispatcher:
         self._sweep_loop.start()
 
     def _work(self, worker: Worker) -> None:
+        worker.start()
         try:
             _ = worker.engine
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("the engine failed to load; this worker stops")
+            worker.stop()
             return
         while not self._stop.is_set():
             self._wake.clear()
@@ -189,7 +199,7 @@ class EmbeddedDispatcher:
             else:
                 self._wake.set()  # there may be more: let idle siblings look too
 
-    def submit(self, task_id: str) -> None:
+    def submit(self, task_id: str, model: str | None = None) -> None:
         self._wake.set()
 
     def deliver_webhook(self, task_id: str) -> None:
@@ -201,6 +211,8 @@ class EmbeddedDispatcher:
         deadline = time.monotonic() + 10  # a running edit is not cut short: if it outlasts this, it is
         for t in self._threads:  # re-run after the restart (its lease names this dead process)
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        for worker in self.workers:
+            worker.stop()
         self._sweep_loop.stop()
         self._webhook_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -226,10 +238,14 @@ class CeleryDispatcher:
     def start(self) -> None:
         self._sweep_loop.start()
 
-    def submit(self, task_id: str) -> None:
-        from qedit.service.celery_app import RUN_TASK
+    def submit(self, task_id: str, model: str | None = None) -> None:
+        """Send the id to its model's queue (looked up when the caller does not say, as the sweeper does not)."""
+        from qedit.service.celery_app import RUN_TASK, model_queue
 
-        self.celery.send_task(RUN_TASK, args=[task_id])
+        model = model or self.tasks.model_of(task_id)
+        if model is None:
+            return  # deleted meanwhile
+        self.celery.send_task(RUN_TASK, args=[task_id], queue=model_queue(self.settings.celery_queue, model))
         self.tasks.mark_dispatched([task_id])
 
     def deliver_webhook(self, task_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The task database's tables (SQLAlchemy 2): tasks, webhook attempts, API keys.
+"""The task database's tables (SQLAlchemy 2): tasks, webhook attempts, API keys, workers.
 
 Times are float epoch seconds, so SQLite and Postgres compare them the same way and no timezone
 can be lost on the way. JSON columns hold what is read whole (parameters, inputs, outputs), each
@@ -110,3 +110,21 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float)
     rate_limit_rpm: Mapped[int | None] = mapped_column(Integer)
     max_concurrent_tasks: Mapped[int | None] = mapped_column(Integer)
+
+
+class WorkerRow(Base):
+    """A worker that says it is alive (``service.workers``): one row per worker, refreshed by its heartbeat."""
+
+    __tablename__ = "qedit_workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # the worker's name, kind@host:pid:n
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200), index=True)  # as tasks store it (qedit_tasks.model)
+    device: Mapped[str | None] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # EngineOptions.describe() + batching
+    state: Mapped[str] = mapped_column(String(16))  # workers.WorkerState
+    task_id: Mapped[str | None] = mapped_column(String(32))
+    tasks_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat: Mapped[float] = mapped_column(Float, index=True)

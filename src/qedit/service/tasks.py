@@ -123,6 +123,11 @@ class TaskStore:
                 return None
             return record(row)
 
+    def model_of(self, task_id: str) -> str | None:
+        """The model a task must run on (which Celery queue its message goes to)."""
+        with self.db.transaction() as s:
+            return s.scalar(select(TaskRow.model).where(TaskRow.id == task_id))
+
     def list_tasks(
         self,
         key_id: object = ANY_KEY,
@@ -183,7 +188,7 @@ class TaskStore:
 
     # -- the claim and the terminal transitions ----------------------------------------------------
 
-    def _candidates(self, now: float, limit: int, task_id: str | None) -> list[tuple[str, str, int]]:
+    def _candidates(self, now: float, limit: int, task_id: str | None, model: str | None) -> list[tuple[str, str, int]]:
         runnable = or_(
             (TaskRow.status == TaskStatus.CREATED) & TaskRow.cancel_requested.is_(False),
             (TaskRow.status == TaskStatus.PROCESSING) & (TaskRow.lease_until < now),
@@ -191,20 +196,31 @@ class TaskStore:
         q = select(TaskRow.id, TaskRow.status, TaskRow.attempt).where(runnable)
         if task_id is not None:
             q = q.where(TaskRow.id == task_id)
+        if model is not None:
+            q = q.where(TaskRow.model == model)
         q = q.order_by(TaskRow.created_at, TaskRow.id).limit(limit)
         with self.db.transaction() as s:
             return [(r.id, r.status, r.attempt) for r in s.execute(q)]
 
     def claim(
-        self, worker: str, lease_seconds: float, *, task_id: str | None = None, max_attempts: int = 3
+        self,
+        worker: str,
+        lease_seconds: float,
+        *,
+        task_id: str | None = None,
+        max_attempts: int = 3,
+        model: str | None = None,
     ) -> TaskRecord | None:
         """Take the oldest runnable task (or ``task_id``) for ``worker``; None when there is none.
+
+        ``model``: only a task of that model (a worker claims only what its engine serves; a message
+        for another model's task, however it arrived, finds nothing to claim).
 
         A task whose earlier runs all died (lease expired ``max_attempts`` times) is failed instead
         of being run again, so one input that kills the process cannot take the service down forever.
         """
         for _ in range(4):  # candidates can be taken by others between the read and the update
-            candidates = self._candidates(time.time(), 8 if task_id is None else 1, task_id)
+            candidates = self._candidates(time.time(), 8 if task_id is None else 1, task_id, model)
             if not candidates:
                 return None
             for tid, status, attempt in candidates:
@@ -231,9 +247,11 @@ class TaskStore:
                         return record(row)
         return None
 
-    def queued(self, limit: int = 64, exclude: Sequence[str] = ()) -> list[TaskRecord]:
+    def queued(self, limit: int = 64, exclude: Sequence[str] = (), model: str | None = None) -> list[TaskRecord]:
         """Tasks waiting for a first run, oldest first (a batching worker looks here for companions)."""
         q = select(TaskRow).where(TaskRow.status == TaskStatus.CREATED, TaskRow.cancel_requested.is_(False))
+        if model is not None:
+            q = q.where(TaskRow.model == model)
         if exclude:
             q = q.where(TaskRow.id.not_in(list(exclude)))
         q = q.order_by(TaskRow.created_at, TaskRow.id).limit(limit)
@@ -372,8 +390,12 @@ class TaskStore:
         with self.db.transaction() as s:
             s.execute(update(TASKS).where(TaskRow.id.in_(list(task_ids))).values(dispatched_at=time.time()))
 
-    def needing_dispatch(self, older_than: float, limit: int = 100) -> list[str]:
-        """Tasks a broker may have lost: queued and not (re)sent recently, or running with a dead lease."""
+    def needing_dispatch(self, older_than: float, limit: int = 100, models: Sequence[str] | None = None) -> list[str]:
+        """Tasks a broker may have lost: queued and not (re)sent recently, or running with a dead lease.
+
+        ``models``: only tasks of these (those with live workers: a message for a model nobody serves
+        waits in its queue already, and re-sending it every sweep would only pile up copies).
+        """
         now = time.time()
         cutoff = now - older_than
         q = (
@@ -391,6 +413,8 @@ class TaskStore:
             .order_by(TaskRow.created_at)
             .limit(limit)
         )
+        if models is not None:
+            q = q.where(TaskRow.model.in_(list(models)))
         with self.db.transaction() as s:
             return list(s.scalars(q))
 

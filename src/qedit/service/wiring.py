@@ -27,6 +27,7 @@ from qedit.service.signing import load_secret
 from qedit.service.storage import Storage, open_storage
 from qedit.service.tasks import TaskStore
 from qedit.service.webhooks import WebhookBody, WebhookSender
+from qedit.service.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from qedit.service.worker import Worker
@@ -45,6 +46,7 @@ class Core:
     secret: bytes
     webhooks: WebhookSender
     metrics: Metrics
+    workers: WorkerRegistry
 
 
 @dataclasses.dataclass
@@ -73,7 +75,8 @@ def build_core(settings: Settings, webhook_body: WebhookBody) -> Core:
     secret = load_secret(settings)
     storage = open_storage(settings, secret)
     webhooks = WebhookSender(settings, tasks, outbox, storage, secret, webhook_body)
-    return Core(settings, db, tasks, outbox, KeyStore(db), storage, secret, webhooks, Metrics(tasks))
+    workers = WorkerRegistry(db, settings.worker_ttl)
+    return Core(settings, db, tasks, outbox, KeyStore(db), storage, secret, webhooks, Metrics(tasks), workers)
 
 
 def build_services(

@@ -35,6 +35,7 @@ from qedit.service.loras import lora_options
 from qedit.service.metrics import Metrics
 from qedit.service.records import FailureReason, TaskOutput, TaskRecord, WebhookState
 from qedit.service.tasks import TaskStore
+from qedit.service.workers import Presence, WorkerState, served_model
 
 if TYPE_CHECKING:
     from qedit.service.wiring import Core
@@ -70,6 +71,12 @@ def task_batch_key(task: TaskRecord) -> Hashable:
 
 
 Outcome = EditResult | Exception
+
+
+def _device_of(engine: EditEngine) -> str | None:
+    """Where the engine runs, as the registry reports it (the real engine's components know; ``instant`` has none)."""
+    device = getattr(getattr(engine, "components", None), "device", None)
+    return str(device) if device is not None else None
 
 
 def worker_name(kind: str) -> str:
@@ -142,9 +149,20 @@ class Worker:
         self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
         self._engine: EditEngine | None = None
         self._engine_lock = threading.Lock()
+        s = self.settings
+        self.model = served_model(s.model)  # the tasks this worker claims: those stored with this model
+        options = {**s.engine_options().describe(), "batch_size": s.batch_size, "batch_wait": s.batch_wait}
+        self.presence = Presence(core.workers, self.name, self.model, s.device, options)
         if self.metrics is not None:
-            s = self.settings
             self.metrics.describe_engine(s.model, s.engine_options().describe(), s.batch_size, s.batch_wait)
+
+    def start(self) -> None:
+        """Say so in the worker registry (state ``loading`` until the engine is loaded), and keep saying it."""
+        self.presence.start()
+
+    def stop(self) -> None:
+        """Leave the registry (a worker killed instead just stops beating, and is pruned)."""
+        self.presence.stop()
 
     @property
     def engine(self) -> EditEngine:
@@ -153,6 +171,7 @@ class Worker:
                 t0 = time.perf_counter()
                 self._engine = self.engine_factory(self.settings)
                 log.info("engine %s loaded in %.1f s", self._engine.model_id, time.perf_counter() - t0)
+                self.presence.set(WorkerState.IDLE, device=_device_of(self._engine))
                 if self.metrics is not None:
                     self.metrics.engine_ready.set(1)
             return self._engine
@@ -166,7 +185,11 @@ class Worker:
         when batching is on; None if there was nothing to run. Returns the claimed task as it ended."""
         engine = self.engine  # load before claiming: a lease must not expire while weights load
         task = self.tasks.claim(
-            self.name, self.settings.lease_seconds, task_id=task_id, max_attempts=self.settings.max_attempts
+            self.name,
+            self.settings.lease_seconds,
+            task_id=task_id,
+            max_attempts=self.settings.max_attempts,
+            model=self.model,
         )
         if task is None:
             return None
@@ -180,6 +203,8 @@ class Worker:
     def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine) -> None:
         """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end."""
         t0 = time.perf_counter()
+        self.presence.set(WorkerState.BUSY, task_id=tasks[0].id)
+        ended = 0
         with contextlib.ExitStack() as stack:
             leases = [
                 stack.enter_context(_Lease(self.tasks, task, self.settings.lease_seconds, CancelToken()))
@@ -201,7 +226,9 @@ class Worker:
                 f" (batch of {len(tasks)})" if len(tasks) > 1 else "",
             )
             if outcome != "lost":
+                ended += 1
                 self._finished(task.id)
+        self.presence.set(WorkerState.IDLE, done=ended)
 
     # -- batching -------------------------------------------------------------------------------------
 
@@ -215,7 +242,7 @@ class Worker:
         claimed: list[TaskRecord] = []
         passed: set[str] = {first.id}  # other batches' tasks, and tasks someone else claimed first
         while True:
-            for candidate in self.tasks.queued(limit=32 + 4 * size, exclude=sorted(passed)):
+            for candidate in self.tasks.queued(limit=32 + 4 * size, exclude=sorted(passed), model=self.model):
                 passed.add(candidate.id)
                 if task_batch_key(candidate) != key:
                     continue
@@ -224,6 +251,7 @@ class Worker:
                     self.settings.lease_seconds,
                     task_id=candidate.id,
                     max_attempts=self.settings.max_attempts,
+                    model=self.model,
                 )
                 if task is not None:
                     claimed.append(task)

@@ -29,6 +29,8 @@ async def create_generation(body: GenerationCreate, services: ServicesDep, calle
         webhook_field="callback_url",
         options=body.to_options(),
         base_url=base,
+        model=body.model_hint(),
+        exact_model=False,
     )
     return aggregator.view(task, services.storage)
 

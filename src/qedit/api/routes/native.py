@@ -62,6 +62,7 @@ async def _create(
         webhook_url=options.webhook_url,
         options=options.to_options(),
         base_url=base,
+        model=options.model,
     )
     return await _answer(services, task, options.sync, response)
 

@@ -52,6 +52,8 @@ async def images_edits(
         mask=mask_src,
         options=form.to_options(),
         base_url=base,
+        model=form.model,
+        exact_model=False,
     )
     task = await wait(services, task.id, services.settings.sync_timeout)
     if task.status == TaskStatus.FAILED:

@@ -2,7 +2,9 @@
 
 ``/readyz`` also says how the engine runs (``engine``: model, ``EngineOptions``, batching), read
 from this process's settings, so an operator can check what a deployment was started with; in
-Celery mode those are the API's settings, and each ``qedit worker`` reports its own in its metrics.
+Celery mode those are the API's settings, and each ``qedit worker`` reports its own in its metrics
+and in ``GET /v1/workers``. ``models`` counts the live workers of each model (from the worker
+registry, so every host's), the server's default model included even when it has none.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qedit import __version__
 from qedit.api.deps import ServicesDep
+from qedit.api.submit import known_models
 from qedit.config import Settings
 
 router = APIRouter(tags=["ops"])
@@ -30,11 +33,13 @@ async def healthz() -> dict:
 async def readyz(services: ServicesDep) -> JSONResponse:
     d = services.dispatcher
     error = getattr(d, "load_error", None)
+    counts = await run_in_threadpool(services.workers.models)
     body = {
         "status": "ready" if d.ready else ("error" if error else "loading"),
         "model": services.settings.model,
         "dispatch": services.settings.dispatch,
         "engine": engine_description(services.settings),
+        "models": {m: counts[m].workers if m in counts else 0 for m in known_models(services, counts)},
     }
     if error:
         body["error"] = error

@@ -65,6 +65,8 @@ async def _submit(
         webhook_field="webhook",
         options=body.to_options(model),
         base_url=base,
+        model=wavespeed.SPEC_OF_ENDPOINT[model],
+        exact_model=False,
     )
     if body.enable_sync_mode:
         task = await wait(services, task.id, services.settings.sync_timeout)

@@ -370,3 +370,15 @@ def test_a_bucket_outage_is_a_503_naming_the_storage_and_nothing_is_queued(tmp_p
             assert c.get("/v1/edits").json()["data"] == []  # nothing half-written: no task without its inputs
     finally:
         server.stop()
+
+
+def test_a_run_that_meets_a_bucket_outage_runs_again_instead_of_failing(aws_env: None, make_core: Callable) -> None:
+    own = MotoS3()
+    core = make_core(storage_url=f"s3://{own.new_bucket()}/q", s3_endpoint_url=own.endpoint, lease_seconds=30)
+    tid = queue_edit(core)
+    own.stop()
+    w = Worker(core, engine_factory=lambda s: InstantEngine(), name=worker_name("test"), on_webhook=lambda t: None)
+    w.run_next(tid)
+    task = current(core, tid)
+    assert task.status == "processing" and task.error is None, task  # not failed as the request's fault
+    assert task.attempt == 1 and task.lease_until is not None  # its lease runs out, then it is claimed again

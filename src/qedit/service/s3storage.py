@@ -33,9 +33,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from qedit.config import Settings, parse_storage_url
-from qedit.errors import QeditError
 from qedit.imageio import MIME_TYPES
-from qedit.service.storage import SERVED_KINDS, SignedUploads, task_key
+from qedit.service.storage import SERVED_KINDS, SignedUploads, StorageUnavailable, task_key
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 """SigV4's longest presigned URL (S3 refuses ``X-Amz-Expires`` above it)."""
@@ -44,11 +43,8 @@ _SIGNED_TAIL_RE = re.compile(r"(outputs|uploads)/[0-9a-f]{2}/([0-9a-f]{32})/([A-
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 
 
-class StorageError(QeditError):
+class StorageError(StorageUnavailable):
     """The bucket cannot be used (missing, unreachable, no credentials): one line naming the setting."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, field="QEDIT_STORAGE_URL", status=503)
 
 
 class S3Storage(SignedUploads):

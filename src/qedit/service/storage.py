@@ -46,6 +46,14 @@ def task_key(kind: str, task_id: str, name: str | None = None) -> str:
     return folder if name is None else f"{folder}/{name}"
 
 
+class StorageUnavailable(QeditError):
+    """The shared storage did not answer (an outage, not the request's fault): a 503 at submit, and a
+    worker's run that meets one is left to its lease, to run again, instead of failing the task."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="QEDIT_STORAGE_URL", status=503)
+
+
 class Storage(Protocol):
     """Where inputs, outputs and uploads live; every key given out and taken back is relative."""
 

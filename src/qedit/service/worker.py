@@ -34,6 +34,7 @@ from qedit.models.protocol import CancelToken, EditEngine, EditRequest, EditResu
 from qedit.service.loras import lora_options
 from qedit.service.metrics import Metrics
 from qedit.service.records import FailureReason, TaskOutput, TaskRecord, WebhookState
+from qedit.service.storage import StorageUnavailable
 from qedit.service.tasks import TaskStore
 from qedit.service.workers import Presence, WorkerState, served_model
 
@@ -329,6 +330,8 @@ class Worker:
                 return "lost"
             self.tasks.finish_cancelled(task.id, task.attempt, compute)
             return "cancelled"
+        except StorageUnavailable:
+            raise  # not the request's fault: unrecorded, the task runs again when its lease ends
         except QeditError as e:
             self._fail(task, str(e), "invalid_input", compute)
         except Exception as e:

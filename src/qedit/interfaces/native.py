@@ -100,6 +100,19 @@ class WebhookInfo(BaseModel):
     attempts: list[WebhookAttemptInfo]
 
 
+class BackendAttempt(BaseModel):
+    """One try on one backend (a server with a backends file, docs/service.md#backends)."""
+
+    backend: str
+    kind: str = Field(description="local | qedit | wavespeed")
+    started_at: str | None
+    ended_at: str | None
+    outcome: str = Field(description="completed | failed (the task moved on) | rejected | cancelled | lost")
+    status_code: int | None = Field(description="the backend's HTTP status, where it answered")
+    error: str | None
+    remote_id: str | None = Field(description="the task's id on that backend")
+
+
 class EditTask(BaseModel):
     id: str
     object: Literal["edit"] = "edit"
@@ -121,6 +134,8 @@ class EditTask(BaseModel):
     expires_at: str | None
     error: TaskError | None
     webhook: WebhookInfo | None
+    backend: str | None = Field(default=None, description="the backend that served it (a server with backends)")
+    attempts: list[BackendAttempt] = Field(default_factory=list, description="each backend tried, in order")
 
 
 class EditList(BaseModel):
@@ -128,6 +143,13 @@ class EditList(BaseModel):
     data: list[EditTask]
     has_more: bool
     next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class BackendCost(BaseModel):
+    backend: str = Field(description="'local' for tasks this server ran without a backends file")
+    price_per_image: float
+    images: int
+    cost: float
 
 
 class Usage(BaseModel):
@@ -140,6 +162,9 @@ class Usage(BaseModel):
     price_per_image: float
     cost: float
     currency: Literal["USD"] = "USD"
+    by_backend: list[BackendCost] = Field(
+        default_factory=list, description="completed images and cost per serving backend and price"
+    )
 
 
 class WebhookSecret(BaseModel):
@@ -202,6 +227,20 @@ def view(task: TaskRecord, storage: LocalStorage, attempts: list[WebhookAttempt]
         "expires_at": iso(storage.expires_at(task.finished_at)) if task.finished_at else None,
         "error": {"message": task.error, "reason": task.error_reason} if task.error else None,
         "webhook": webhook,
+        "backend": task.backend,
+        "attempts": [
+            {
+                "backend": a.backend,
+                "kind": a.kind,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "outcome": a.outcome,
+                "status_code": a.status_code,
+                "error": a.error,
+                "remote_id": a.remote_id,
+            }
+            for a in (task.route or [])
+        ],
     }
 
 

@@ -208,3 +208,27 @@ def test_a_wavespeed_backend_with_a_key(tmp_path: Path, remotes: dict[str, Serve
             gw.stop()
     finally:
         hosted.stop()
+
+
+def test_local_workers_are_one_backend_among_others(tmp_path: Path, remotes: dict[str, Server]) -> None:
+    """The server's own worker, cheapest, takes what it can; the overflow goes to the remote at its price."""
+    file = tmp_path / "backends.toml"
+    local = '[[backend]]\nname = "here"\nkind = "local"\nprice_per_image = 0.001\n\n'
+    file.write_text(local + _backend("dear", remotes["dear"].url, 0.05, cap=2))
+    env = {**SMALL, "QEDIT_WORKERS": "1", "QEDIT_BACKENDS_FILE": str(file), "QEDIT_AUTH": "none"}
+    gw = Server(tmp_path / "gw", env).start()
+    try:
+        with gw.client() as c:
+            assert [(b["name"], b["max_concurrency"]) for b in c.get("/v1/backends").json()["data"]] == [
+                ("here", 1),
+                ("dear", 2),
+            ]
+            tasks = [wait_status(c, i, timeout=30) for i in _submit(c, 3)]
+            assert [t["status"] for t in tasks] == ["completed"] * 3
+            served = [t["backend"] for t in tasks]
+            assert served == ["here", "dear", "dear"], served
+            assert tasks[0]["attempts"][0]["kind"] == "local"
+            usage = c.get("/v1/usage").json()
+            assert usage["cost"] == pytest.approx(0.001 + 2 * 0.05)
+    finally:
+        gw.stop()

@@ -161,6 +161,8 @@ class Router:
                 self.backends.append(RemoteBackend(c, circuit(), client_for(c, core.storage)))
         self._order = sorted(self.backends, key=lambda b: (b.price, b.config.priority, self.backends.index(b)))
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)  # a slot was released
+        self._waiting: dict[str, tuple[str, set[str]]] = {}  # failed-over tasks waiting: id -> (model, tried)
         self._running: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -207,11 +209,16 @@ class Router:
 
     # -- choosing ----------------------------------------------------------------------------------
 
-    def _acquire(self, model: str, exclude: set[str]) -> Backend | None:
-        """A slot on the cheapest backend serving ``model`` that is healthy and has room, or None."""
+    def _acquire(self, model: str, exclude: set[str], new: bool = True) -> Backend | None:
+        """A slot on the cheapest backend serving ``model`` that is healthy and has room, or None.
+
+        ``new``: for a task not started yet, which never takes a slot a failed-over task is waiting
+        for (those are older, and already lost time on a backend that failed them)."""
         with self._lock:
             for b in self._order:
                 if b.name in exclude or not b.serves(model) or b.in_flight >= b.capacity:
+                    continue
+                if new and any(b.serves(m) and b.name not in tried for m, tried in self._waiting.values()):
                     continue
                 if b.available():
                     b.in_flight += 1
@@ -221,6 +228,7 @@ class Router:
     def _release(self, b: Backend) -> None:
         with self._lock:
             b.in_flight -= 1
+            self._freed.notify_all()
         self._wake.set()
 
     def _dispatch_loop(self) -> None:
@@ -351,15 +359,22 @@ class Router:
     def _next(self, task: TaskRecord, tried: set[str], lease: _Lease) -> Backend | None:
         """The next backend for a task whose last one failed: waits while those left are busy; None when
         every one left is down (or none is left), or the task was cancelled or lost meanwhile."""
-        while not self._stop.is_set() and not lease.token.cancelled:
-            b = self._acquire(task.model, tried)
-            if b is not None:
-                return b
-            left = [x for x in self._order if x.name not in tried and x.serves(task.model)]
-            if not any(x.state != "down" or x.in_flight for x in left):
-                return None
-            self._stop.wait(self.POLL)
-        return None
+        try:
+            while not self._stop.is_set() and not lease.token.cancelled:
+                b = self._acquire(task.model, tried, new=False)
+                if b is not None:
+                    return b
+                left = [x for x in self._order if x.name not in tried and x.serves(task.model)]
+                if not any(x.state != "down" or x.in_flight for x in left):
+                    return None
+                with self._lock:
+                    self._waiting[task.id] = (task.model, set(tried))
+                    self._freed.wait(self.POLL)
+                lease.beat()
+            return None
+        finally:
+            with self._lock:
+                self._waiting.pop(task.id, None)
 
     def _account(self, b: Backend, att: Attempt) -> None:
         if att.outcome == "completed":

@@ -232,3 +232,30 @@ def test_local_workers_are_one_backend_among_others(tmp_path: Path, remotes: dic
             assert usage["cost"] == pytest.approx(0.001 + 2 * 0.05)
     finally:
         gw.stop()
+
+
+def test_a_gateway_killed_mid_burst_finishes_its_tasks_after_a_restart(
+    tmp_path: Path, remotes: dict[str, Server]
+) -> None:
+    """The router's leases name its dead process: the restarted gateway takes the tasks again at once."""
+    file = tmp_path / "backends.toml"
+    file.write_text(_backend("dear", remotes["dear"].url, 0.05, cap=2))
+    env = {**SMALL, "QEDIT_WORKERS": "0", "QEDIT_BACKENDS_FILE": str(file), "QEDIT_AUTH": "none"}
+    gw = Server(tmp_path / "gw", env).start()
+    try:
+        with gw.client() as c:
+            ids = _submit(c, 4)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _backends(c)["dear"]["in_flight"] < 2:
+                time.sleep(0.05)
+            gw.kill()
+            gw.start()
+            tasks = [wait_status(c, i, timeout=30) for i in ids]
+        assert [t["status"] for t in tasks] == ["completed"] * 4
+        interrupted = [t for t in tasks if t["attempts"][0]["outcome"] == "interrupted"]
+        assert len(interrupted) == 2, [t["attempts"] for t in tasks]
+        for t in interrupted:
+            assert [a["outcome"] for a in t["attempts"]] == ["interrupted", "completed"]
+            assert t["attempt"] == 2 and len(t["outputs"]) == 1
+    finally:
+        gw.stop()

@@ -107,7 +107,9 @@ class BackendAttempt(BaseModel):
     kind: str = Field(description="local | qedit | wavespeed")
     started_at: str | None
     ended_at: str | None
-    outcome: str = Field(description="completed | failed (the task moved on) | rejected | cancelled | lost")
+    outcome: str = Field(
+        description="running | completed | failed (the task moved on) | rejected | cancelled | lost | interrupted"
+    )
     status_code: int | None = Field(description="the backend's HTTP status, where it answered")
     error: str | None
     remote_id: str | None = Field(description="the task's id on that backend")

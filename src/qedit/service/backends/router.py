@@ -304,7 +304,13 @@ class Router:
     def _run_route(self, task: TaskRecord, b: Backend | None) -> None:
         from qedit.service.worker import _Lease
 
-        chain: list[RouteAttempt] = list(task.route or [])
+        # an attempt still "running" in the chain was the run of a router that died: say so
+        chain = [
+            a.model_copy(update={"outcome": "interrupted", "ended_at": task.started_at})
+            if a.outcome == "running"
+            else a
+            for a in (task.route or [])
+        ]
         tried: set[str] = set()
         with _Lease(self.tasks, task, self.settings.lease_seconds, CancelToken()) as lease:
             while b is not None:

@@ -63,3 +63,13 @@ def test_a_backend_with_a_health_check_is_probed_by_it_not_by_a_task() -> None:
     assert c.due()
     c.success()
     assert c.state == "up" and not c.due()
+
+
+def test_a_probe_that_ends_without_an_answer_lets_another_go() -> None:
+    clock = Clock()
+    c = Circuit(failures=1, base=5.0, clock=clock)
+    c.failure("x")
+    clock.now += 5.0
+    assert c.allow() and not c.allow()
+    c.abandon_probe()  # its task was cancelled
+    assert c.state == "down" and c.allow()  # the next task is the probe, at once

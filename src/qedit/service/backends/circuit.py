@@ -57,6 +57,13 @@ class Circuit:
         with self._lock:
             self.state, self.consecutive, self.backoff, self.opened_at, self.probing = "up", 0, 0.0, None, False
 
+    def abandon_probe(self) -> None:
+        """The half-open probe ended without an answer (its task was cancelled): another may go now."""
+        with self._lock:
+            if self.state == "half-open":
+                self.state, self.probing = "down", False
+                self.opened_at = self.clock() - self.backoff
+
     def failure(self, error: str, *, hard: bool = False) -> None:
         """One failure; ``hard`` (a failed health check or probe: the backend itself said no) opens at once."""
         with self._lock:

@@ -344,8 +344,8 @@ class Router:
                     )
                 )
                 log.info("task %s on %s: %s%s", task.id, b.name, att.outcome, f" ({att.error})" if att.error else "")
-                if att.outcome != "failed":
-                    self._settle(task, b, att, chain, lease)
+                if att.outcome != "failed" or isinstance(b, LocalBackend):  # a local worker's failure is final:
+                    self._settle(task, b, att, chain, lease)  # it recorded the task's end itself
                     return
                 tried.add(b.name)
                 self.tasks.set_route(task.id, task.attempt, chain, None, None)  # the chain so far, visible
@@ -392,6 +392,8 @@ class Router:
             b.next_check = 0.0  # check it now: a refused connection should mark it down before more tasks go
         elif att.outcome == "rejected" and att.status_code is not None:
             b.circuit.success()  # it answered: up
+        else:
+            b.circuit.abandon_probe()  # cancelled or lost: says nothing of the backend
 
     def _settle(self, task: TaskRecord, b: Backend, att: Attempt, chain: list[RouteAttempt], lease: _Lease) -> None:
         served = {"route": chain, "backend": b.name, "price_per_image": b.price}

@@ -204,6 +204,16 @@ class Settings(BaseSettings):
     )
     max_concurrent_tasks: int = Field(default=8, ge=1, description="queued+running per key (keys may override)")
 
+    # -- backends (docs/service.md#backends): local workers, other qedit servers, hosted WaveSpeed APIs --
+    backends_file: Path | None = Field(
+        default=None, description="TOML file of [[backend]] tables to route tasks to; default: local workers only"
+    )
+    backend_failures: int = Field(default=3, ge=1, le=100, description="consecutive failures that mark a backend down")
+    backend_backoff: float = Field(
+        default=1.0, gt=0, le=3600, description="seconds before a down backend is checked again; doubles each time"
+    )
+    backend_backoff_max: float = Field(default=60.0, gt=0, le=86400, description="the longest such wait")
+
     @field_validator("lora_hub_orgs", "lora_url_hosts", "models", mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:

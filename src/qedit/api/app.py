@@ -19,7 +19,7 @@ from qedit import __version__
 from qedit.api import errors, openapi
 from qedit.api.body_limit import BodyLimit
 from qedit.api.deps import rate_limiter
-from qedit.api.routes import aggregator, files, models, native, openai, ops, playground, wavespeed
+from qedit.api.routes import aggregator, backends, files, models, native, openai, ops, playground, wavespeed
 from qedit.config import Settings
 from qedit.interfaces import webhook_payload
 from qedit.models.protocol import EditEngine
@@ -71,7 +71,7 @@ def create_app(
     app.state.rate_limiter = rate_limiter(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, services=services)  # key and size checked before a body is read
-    for module in (native, wavespeed, openai, aggregator, models, files, ops, playground):
+    for module in (native, wavespeed, openai, aggregator, models, files, ops, backends, playground):
         app.include_router(module.router)
     openapi.install(app)
     app.mount("/playground/static", StaticFiles(directory=playground.PAGE), name="playground")

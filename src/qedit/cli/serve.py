@@ -87,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a folder of Lightning LoRA files for --fast (repeatable; default DATA_DIR/lightning)",
     )
     add_storage_arguments(p)
+    p.add_argument(
+        "--backends",
+        dest="backends_file",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of backends (local, other qedit servers, WaveSpeed APIs) to route tasks to "
+        "by price and health (docs/service.md#backends)",
+    )
     add_engine_arguments(p)
     add_batch_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

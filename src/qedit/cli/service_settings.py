@@ -26,6 +26,7 @@ FLAGS = {
     "lora_url_hosts": "--lora-url-host",
     "lightning_dirs": "--lightning-dir",
     "celery_queue": "--queue",
+    "backends_file": "--backends",
 }
 """Settings field -> its flag, where the flag is not the field's name with dashes."""
 

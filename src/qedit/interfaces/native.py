@@ -106,6 +106,21 @@ class WebhookInfo(BaseModel):
     attempts: list[WebhookAttemptInfo]
 
 
+class BackendAttempt(BaseModel):
+    """One try on one backend (a server with a backends file, docs/service.md#backends)."""
+
+    backend: str
+    kind: str = Field(description="local | qedit | wavespeed")
+    started_at: str | None
+    ended_at: str | None
+    outcome: str = Field(
+        description="running | completed | failed (the task moved on) | rejected | cancelled | lost | interrupted"
+    )
+    status_code: int | None = Field(description="the backend's HTTP status, where it answered")
+    error: str | None
+    remote_id: str | None = Field(description="the task's id on that backend")
+
+
 class EditTask(BaseModel):
     id: str
     object: Literal["edit"] = "edit"
@@ -127,6 +142,8 @@ class EditTask(BaseModel):
     expires_at: str | None
     error: TaskError | None
     webhook: WebhookInfo | None
+    backend: str | None = Field(default=None, description="the backend that served it (a server with backends)")
+    attempts: list[BackendAttempt] = Field(default_factory=list, description="each backend tried, in order")
 
 
 class EditCounts(BaseModel):
@@ -158,6 +175,13 @@ def counts(by_status: dict[str, int]) -> dict[str, int]:
     }
 
 
+class BackendCost(BaseModel):
+    backend: str = Field(description="'local' for tasks this server ran without a backends file")
+    price_per_image: float
+    images: int
+    cost: float
+
+
 class Usage(BaseModel):
     key: dict[str, str] | None
     tasks: int
@@ -168,6 +192,9 @@ class Usage(BaseModel):
     price_per_image: float
     cost: float
     currency: Literal["USD"] = "USD"
+    by_backend: list[BackendCost] = Field(
+        default_factory=list, description="completed images and cost per serving backend and price"
+    )
 
 
 class WebhookSecret(BaseModel):
@@ -230,6 +257,20 @@ def view(task: TaskRecord, storage: Storage, attempts: list[WebhookAttempt] | No
         "expires_at": iso(storage.expires_at(task.finished_at)) if task.finished_at else None,
         "error": {"message": task.error, "reason": task.error_reason} if task.error else None,
         "webhook": webhook,
+        "backend": task.backend,
+        "attempts": [
+            {
+                "backend": a.backend,
+                "kind": a.kind,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "outcome": a.outcome,
+                "status_code": a.status_code,
+                "error": a.error,
+                "remote_id": a.remote_id,
+            }
+            for a in (task.route or [])
+        ],
     }
 
 

@@ -169,15 +169,18 @@ class EmbeddedDispatcher:
         except Exception:
             log.exception("webhook for %s failed", task_id)
 
-    def start(self) -> None:
+    def start(self, loops: bool = True) -> None:
+        """``loops=False``: load the engines and sweep, but let someone else (the backends router) hand
+        the workers their tasks (``Worker.run``) instead of each claiming the oldest."""
         self.sweeper.release_dead_leases()  # before the workers start, so interrupted tasks go first
         for i, worker in enumerate(self.workers):
-            t = threading.Thread(target=self._work, args=(worker,), name=f"qedit-worker-{i}", daemon=True)
+            target = self._work if loops else self._load
+            t = threading.Thread(target=target, args=(worker,), name=f"qedit-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         self._sweep_loop.start()
 
-    def _work(self, worker: Worker) -> None:
+    def _load(self, worker: Worker) -> bool:
         worker.start()
         try:
             _ = worker.engine
@@ -185,6 +188,11 @@ class EmbeddedDispatcher:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("the engine failed to load; this worker stops")
             worker.stop()
+            return False
+        return True
+
+    def _work(self, worker: Worker) -> None:
+        if not self._load(worker):
             return
         while not self._stop.is_set():
             self._wake.clear()

@@ -109,6 +109,20 @@ class KeyStore:
             compute_seconds=float(compute),
         )
 
+    def images_by_backend(
+        self, key_id: str | None, since: float | None = None
+    ) -> list[tuple[str | None, float | None, int]]:
+        """Completed images per (serving backend, its price then); (None, None) for tasks run without backends."""
+        q = (
+            select(TaskRow.backend, TaskRow.price_per_image, func.coalesce(func.sum(TaskRow.n_outputs), 0))
+            .where(TaskRow.key_id == key_id, TaskRow.status == TaskStatus.COMPLETED.value)
+            .group_by(TaskRow.backend, TaskRow.price_per_image)
+        )
+        if since is not None:
+            q = q.where(TaskRow.created_at >= since)
+        with self.db.transaction() as s:
+            return [(b, p, int(n)) for b, p, n in s.execute(q)]
+
 
 def _key(row: ApiKeyRow) -> ApiKey:
     return ApiKey(

@@ -95,6 +95,21 @@ class TaskOptions(BaseModel):
     client_model: str | None = None  # echoed in the interface's view (e.g. "wavespeed-ai/qwen-image/edit")
 
 
+class RouteAttempt(BaseModel):
+    """One try of a task on one backend (``service.backends``): the task's attempt chain is a list of these."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    kind: str  # local | qedit | wavespeed
+    started_at: float
+    ended_at: float | None = None
+    outcome: str  # completed | failed (this backend; the task moves on) | rejected (the request's fault) | ...
+    status_code: int | None = None  # the remote's HTTP status, where one answered
+    error: str | None = None
+    remote_id: str | None = None  # the task's id on the remote backend
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskRecord:
     """A snapshot of one task row, safe to pass between threads and out of the session."""
@@ -130,6 +145,9 @@ class TaskRecord:
     error: str | None
     error_reason: str | None
     files_expired: bool
+    route: list[RouteAttempt] | None = None  # the attempt chain through the backends (None: no gateway)
+    backend: str | None = None  # the backend that served it
+    price_per_image: float | None = None  # that backend's price when it served it
 
     @property
     def queue_wait(self) -> float | None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from qedit.params import EditParams
-from qedit.service.records import TaskInput, TaskOptions, TaskOutput
+from qedit.service.records import RouteAttempt, TaskInput, TaskOptions, TaskOutput
 
 
 class TypedJSON(TypeDecorator):
@@ -77,6 +77,10 @@ class TaskRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(String(32))
     files_expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    # backends (service.backends): nullable, so Database.create_schema can add them to an older database
+    route: Mapped[list[RouteAttempt] | None] = mapped_column(TypedJSON(list[RouteAttempt]), nullable=True)
+    backend: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    price_per_image: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_qedit_tasks_status_created", "status", "created_at"),

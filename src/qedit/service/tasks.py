@@ -27,6 +27,7 @@ from qedit.service.records import (
     FailureReason,
     Interface,
     NewTask,
+    RouteAttempt,
     TaskOutput,
     TaskRecord,
     TaskStatus,
@@ -308,9 +309,13 @@ class TaskStore:
         timings: dict[str, float],
         compute_seconds: float,
         progress: tuple[int, int] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> bool:
-        """Record success, only if this attempt still owns the task (so it completes at most once)."""
-        extra = {"progress_step": progress[0], "progress_total": progress[1]} if progress else {}
+        """Record success, only if this attempt still owns the task (so it completes at most once).
+
+        ``extra``: more columns set in the same update (the gateway's ``route``, ``backend``, ``price_per_image``).
+        """
+        extra = {**(extra or {}), **({"progress_step": progress[0], "progress_total": progress[1]} if progress else {})}
         return self._finish(
             task_id,
             attempt,
@@ -324,7 +329,15 @@ class TaskStore:
             **extra,
         )
 
-    def fail(self, task_id: str, attempt: int, error: str, reason: FailureReason, compute_seconds: float = 0.0) -> bool:
+    def fail(
+        self,
+        task_id: str,
+        attempt: int,
+        error: str,
+        reason: FailureReason,
+        compute_seconds: float = 0.0,
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
         return self._finish(
             task_id,
             attempt,
@@ -332,6 +345,7 @@ class TaskStore:
             error=error,
             error_reason=reason,
             compute_seconds=compute_seconds,
+            **(extra or {}),
         )
 
     def finish_cancelled(self, task_id: str, attempt: int, compute_seconds: float = 0.0) -> bool:
@@ -343,6 +357,16 @@ class TaskStore:
             error_reason="cancelled",
             compute_seconds=compute_seconds,
         )
+
+    def set_route(
+        self, task_id: str, attempt: int, route: list[RouteAttempt], backend: str | None, price: float | None
+    ) -> bool:
+        """The gateway's attempt chain (and who served), written by the attempt that owns the task, at any status:
+        a local backend's worker records the end itself, the chain follows it."""
+        values = {"route": route, "backend": backend, "price_per_image": price}
+        with self.db.transaction() as s:
+            res = s.execute(update(TASKS).where(TaskRow.id == task_id, TaskRow.attempt == attempt).values(**values))
+            return res.rowcount == 1
 
     def request_cancel(self, task_id: str, key_id: object = ANY_KEY) -> TaskRecord | None:
         """Cancel a queued task now; ask a running one to stop at its next step. None if not found."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qedit.config import Settings
+from qedit.errors import InvalidInput
 from qedit.files import private_dir
 from qedit.models.protocol import EditEngine
 from qedit.service.database import Database
@@ -84,6 +85,10 @@ def build_services(
     webhook_body: WebhookBody,
     engine_factory: Callable[[Settings], EditEngine] | None = None,
 ) -> Services:
+    if settings.backends_file is not None and settings.dispatch == "celery":
+        raise InvalidInput(
+            "a backends file needs dispatch=embedded (list Celery deployments as qedit backends)", field="backends_file"
+        )
     core = build_core(settings, webhook_body)
     dispatcher: Dispatcher
     if settings.dispatch == "celery":
@@ -98,6 +103,10 @@ def build_services(
             return worker_mod.Worker(core, engine_factory=factory, name=name, on_webhook=on_webhook)
 
         dispatcher = EmbeddedDispatcher(core, make_worker)
+        if settings.backends_file is not None:
+            from qedit.service.backends import build_router
+
+            dispatcher = build_router(core, dispatcher)
     inputs = InputReader(settings, core.tasks, core.storage)
     shared = {f.name: getattr(core, f.name) for f in dataclasses.fields(Core)}
     fetches = FetchPool(settings.fetch_threads, settings.fetch_per_key)

@@ -201,6 +201,12 @@ async def usage(
 ) -> dict:
     u = await run_in_threadpool(services.keys.usage, caller.key_id, since)
     price = services.settings.price_per_image
+    groups = await run_in_threadpool(services.keys.images_by_backend, caller.key_id, since)
+    by_backend = [
+        {"backend": b or "local", "price_per_image": price if p is None else p, "images": n} for b, p, n in groups
+    ]
+    for g in by_backend:
+        g["cost"] = round(g["images"] * g["price_per_image"], 6)
     key = {"id": caller.key.id, "name": caller.key.name, "prefix": caller.key.prefix} if caller.key else None
     return {
         "key": key,
@@ -210,8 +216,9 @@ async def usage(
         "images": u.images,
         "compute_seconds": round(u.compute_seconds, 3),
         "price_per_image": price,
-        "cost": round(u.images * price, 6),
+        "cost": round(sum(g["cost"] for g in by_backend), 6),  # each task at the price of the backend that served it
         "currency": "USD",
+        "by_backend": by_backend,
     }
 
 

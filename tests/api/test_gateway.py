@@ -265,3 +265,48 @@ def test_a_gateway_killed_mid_burst_finishes_its_tasks_after_a_restart(
             assert t["attempt"] == 2 and len(t["outputs"]) == 1
     finally:
         gw.stop()
+
+
+def test_a_gateway_on_s3_with_webhooks_tells_who_served_each_task(tmp_path: Path, remotes: dict[str, Server]) -> None:
+    """The parts together: the gateway's inputs and outputs in a bucket (read to send to a remote, the
+    remote's outputs written back), and each webhook carrying the chain, for a local task too."""
+    import json
+
+    from tests.support.receiver import Receiver
+    from tests.support.s3 import MotoS3
+
+    s3, receiver = MotoS3(), Receiver()
+    bucket = s3.new_bucket()
+    file = tmp_path / "backends.toml"
+    local = '[[backend]]\nname = "here"\nkind = "local"\nprice_per_image = 0.001\n\n'
+    file.write_text(local + _backend("dear", remotes["dear"].url, 0.05, cap=2))
+    env = {
+        **SMALL,
+        **s3.env(bucket),
+        "QEDIT_WORKERS": "1",
+        "QEDIT_BACKENDS_FILE": str(file),
+        "QEDIT_AUTH": "none",
+        "QEDIT_ALLOW_PRIVATE_URLS": "1",
+        "QEDIT_ALLOW_HTTP_URLS": "1",
+    }
+    gw = Server(tmp_path / "gw", env).start()
+    try:
+        with gw.client() as c:
+            body = {"images": [IMAGE], "prompt": "x", "webhook_url": receiver.url + "/hook"}
+            ids = [c.post("/v1/edits", json={**body, "seed": i}).json()["id"] for i in range(2)]
+            tasks = {t["id"]: t for t in (wait_status(c, i, timeout=30) for i in ids)}
+            assert sorted(t["backend"] for t in tasks.values()) == ["dear", "here"], tasks
+            for t in tasks.values():
+                url = t["outputs"][0]["url"]
+                assert url.startswith(f"{s3.endpoint}/{bucket}/outputs/"), url  # the remote's output, stored here
+                assert httpx.get(url).content[:8] == b"\x89PNG\r\n\x1a\n"
+            hooks = {json.loads(r.body)["id"]: json.loads(r.body) for r in receiver.wait_for(2)}  # the native view
+            assert set(hooks) == set(ids)
+            for tid, hook in hooks.items():
+                assert hook["backend"] == tasks[tid]["backend"], hook  # the chain is written before the webhook
+                assert [a["outcome"] for a in hook["attempts"]] == ["completed"], hook
+        assert not (gw.data_dir / "outputs").exists()
+    finally:
+        gw.stop()
+        receiver.close()
+        s3.stop()

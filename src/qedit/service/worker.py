@@ -197,11 +197,14 @@ class Worker:
         self.run_batch([task, *self._companions(task, engine)], engine)
         return self.tasks.get(task.id)
 
-    def run(self, task: TaskRecord, engine: EditEngine) -> None:
-        """Run one claimed task to its end (completed, failed, cancelled, or lost to another worker)."""
-        self.run_batch([task], engine)
+    def run(self, task: TaskRecord, engine: EditEngine, *, webhook: bool = True) -> None:
+        """Run one claimed task to its end (completed, failed, cancelled, or lost to another worker).
 
-    def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine) -> None:
+        ``webhook=False``: the caller (the backends router) still records something on the task, the
+        attempt chain, and sends the webhook after it, so the body has it."""
+        self.run_batch([task], engine, webhook=webhook)
+
+    def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine, *, webhook: bool = True) -> None:
         """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end."""
         t0 = time.perf_counter()
         self.presence.set(WorkerState.BUSY, task_id=tasks[0].id)
@@ -228,7 +231,7 @@ class Worker:
             )
             if outcome != "lost":
                 ended += 1
-                self._finished(task.id)
+                self._finished(task.id, webhook)
         self.presence.set(WorkerState.IDLE, done=ended)
 
     # -- batching -------------------------------------------------------------------------------------
@@ -339,12 +342,12 @@ class Worker:
             self._fail(task, f"{type(e).__name__}: {e}", "engine_error", compute)
         return "failed"
 
-    def _finished(self, task_id: str) -> None:
+    def _finished(self, task_id: str, webhook: bool = True) -> None:
         """Metrics and the webhook of a task this worker ended."""
         final = self.tasks.get(task_id)
         if final is not None:
             self._observe(final)
-            if final.webhook_state == WebhookState.PENDING:
+            if webhook and final.webhook_state == WebhookState.PENDING:
                 self.on_webhook(final.id)
 
     # -- steps of a run -----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_a_good_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert local.models == ["instant"] and local.price_per_image == 0.004 and local.health is None
     assert other.url == "http://10.0.0.2:8000" and other.secret == "k-other" and other.health == "/readyz"
     assert other.serves("qwen-image-edit-2511") and not other.serves("instant")
+    assert other.serves("Qwen/Qwen-Image-Edit-2511")  # the canonical id tasks store
     assert ws.serves("anything") and ws.secret == "k-ws" and ws.health is None
     assert "k-other" not in repr(other) and "k-ws" not in repr(ws)
 

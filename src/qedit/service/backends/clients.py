@@ -28,7 +28,7 @@ from qedit.service.backends.config import BackendConfig
 from qedit.service.records import TaskOutput, TaskRecord
 
 if TYPE_CHECKING:
-    from qedit.service.storage import LocalStorage
+    from qedit.service.storage import Storage
     from qedit.service.worker import _Lease
 
 Outcome = Literal["completed", "failed", "rejected", "cancelled", "lost"]
@@ -58,10 +58,10 @@ class RemoteError(Exception):
         self.status_code, self.outcome = status_code, outcome
 
 
-def _data_uri(path: Any) -> str:
-    data = path.read_bytes()
-    mime = mimetypes.guess_type(str(path))[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+def _data_uri(storage: Storage, key: str) -> str:
+    """A stored input as the data URI both remote kinds take (read from the data dir or the bucket)."""
+    mime = mimetypes.guess_type(key)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(storage.read(key)).decode()}"
 
 
 def _error_text(r: httpx.Response) -> str:
@@ -80,7 +80,7 @@ class RemoteClient:
 
     kind = "remote"
 
-    def __init__(self, config: BackendConfig, storage: LocalStorage) -> None:
+    def __init__(self, config: BackendConfig, storage: Storage) -> None:
         self.config, self.storage = config, storage
         key = config.secret
         headers = {"authorization": f"Bearer {key}"} if key else {}
@@ -134,11 +134,11 @@ class RemoteClient:
             fmt = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}.get(im.format or "", task.options.output_format)
         ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[fmt]
         name = f"{n}-a{task.attempt}-{self.config.name}"[:58] + f".{ext}"
-        path = self.storage.write_output(task.id, name, data)
+        key = self.storage.write_output(task.id, name, data)
         meta = {**metadata, "task": task.id, "backend": self.config.name}
         return TaskOutput(
             name=name,
-            file=self.storage.output_relative(path),
+            file=key,
             seed=seed,
             width=width,
             height=height,
@@ -217,10 +217,11 @@ class QeditClient(RemoteClient):
 
     def submit(self, task: TaskRecord) -> str:
         body: dict[str, Any] = task.params.model_dump(mode="json")
-        body["images"] = [_data_uri(self.storage.absolute(i.path)) for i in task.inputs]
+        body["images"] = [_data_uri(self.storage, i.path) for i in task.inputs]
         if task.mask:
-            body["mask"] = _data_uri(self.storage.absolute(task.mask))
+            body["mask"] = _data_uri(self.storage, task.mask)
         body["output_format"] = task.options.output_format
+        body["model"] = task.model  # its canonical id: the remote accepts a model it serves by that name too
         return str(self._send("POST", "/v1/edits", json=body).json()["id"])
 
     def status(self, remote_id: str) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class WaveSpeedClient(RemoteClient):
         p = task.params
         body: dict[str, Any] = {
             "prompt": p.prompt,
-            "images": [_data_uri(self.storage.absolute(i.path)) for i in task.inputs],
+            "images": [_data_uri(self.storage, i.path) for i in task.inputs],
             "seed": p.seed,
             "output_format": task.options.output_format,
         }
@@ -282,5 +283,5 @@ class WaveSpeedClient(RemoteClient):
         return [self._store(task, n, self._download(u), seed, {}) for n, u in enumerate(state["data"]["outputs"])]
 
 
-def client_for(config: BackendConfig, storage: LocalStorage) -> RemoteClient:
+def client_for(config: BackendConfig, storage: Storage) -> RemoteClient:
     return {"qedit": QeditClient, "wavespeed": WaveSpeedClient}[config.kind](config, storage)

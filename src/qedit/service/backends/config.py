@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from qedit.errors import InvalidInput, quote
+from qedit.service.workers import served_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,7 +84,9 @@ class BackendConfig(BaseModel):
         return self.health_path if self.health_path is not None else DEFAULT_HEALTH[self.kind]
 
     def serves(self, model: str) -> bool:
-        return ANY_MODEL in (self.models or []) or model in (self.models or [])
+        """Tasks store their model's canonical id (``served_model``); the file may name it either way."""
+        models = self.models or []
+        return ANY_MODEL in models or served_model(model) in {served_model(m) for m in models}
 
 
 class BackendsFile(BaseModel):

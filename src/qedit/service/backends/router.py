@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qedit.errors import QeditError
 from qedit.models.protocol import CancelToken
 from qedit.service.backends.circuit import Circuit
 from qedit.service.backends.clients import Attempt, RemoteClient, client_for
@@ -114,7 +115,8 @@ class LocalBackend(Backend):
     def run(self, task: TaskRecord, lease: _Lease, on_submitted: Callable[[str], None] | None = None) -> Attempt:
         worker = self._free.get()
         try:
-            worker.run(task, worker.engine)  # records the task's end itself, as an embedded worker does
+            # records the task's end itself, as an embedded worker does; the webhook waits for the chain
+            worker.run(task, worker.engine, webhook=False)
         finally:
             self._free.put(worker)
         final = worker.tasks.get(task.id)
@@ -201,7 +203,7 @@ class Router:
         for b in self.backends:
             b.close()
 
-    def submit(self, task_id: str) -> None:
+    def submit(self, task_id: str, model: str | None = None) -> None:
         self._wake.set()
 
     def deliver_webhook(self, task_id: str) -> None:
@@ -397,11 +399,13 @@ class Router:
 
     def _settle(self, task: TaskRecord, b: Backend, att: Attempt, chain: list[RouteAttempt], lease: _Lease) -> None:
         served = {"route": chain, "backend": b.name, "price_per_image": b.price}
-        if isinstance(b, LocalBackend):  # its worker recorded the end (and sent the webhook); the chain follows
+        if isinstance(b, LocalBackend):  # its worker recorded the end; the chain follows, then the webhook
             if att.outcome == "completed":
                 self.tasks.set_route(task.id, task.attempt, chain, b.name, b.price)
             elif att.outcome != "lost":
                 self.tasks.set_route(task.id, task.attempt, chain, None, None)
+            if att.outcome != "lost":
+                self._notify(task.id)
             return
         if att.outcome == "completed":
             ok = self.tasks.complete(
@@ -430,8 +434,8 @@ class Router:
 
     def _discard(self, att: Attempt) -> None:
         for o in att.outputs:
-            with contextlib.suppress(OSError, ValueError):
-                self.core.storage.absolute(o.file).unlink(missing_ok=True)
+            with contextlib.suppress(OSError, ValueError, QeditError):
+                self.core.storage.delete(o.file)
 
     def _notify(self, task_id: str) -> None:
         final = self.tasks.get(task_id)

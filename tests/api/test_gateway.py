@@ -310,3 +310,29 @@ def test_a_gateway_on_s3_with_webhooks_tells_who_served_each_task(tmp_path: Path
         gw.stop()
         receiver.close()
         s3.stop()
+
+
+def test_refusing_without_workers_counts_a_backend_that_is_up(tmp_path: Path, remotes: dict[str, Server]) -> None:
+    """``QEDIT_NO_WORKER=refuse`` on a gateway with no workers of its own: a backend that is up serves
+    the model, so requests are taken; with no backend up they are refused with the 503 the setting names."""
+    file = tmp_path / "backends.toml"
+    file.write_text(_backend("dear", remotes["dear"].url, 0.05) + _backend("gone", "http://127.0.0.1:9", 0.01))
+    env = {**SMALL, "QEDIT_WORKERS": "0", "QEDIT_BACKENDS_FILE": str(file), "QEDIT_AUTH": "none"}
+    gw = Server(tmp_path / "gw", {**env, "QEDIT_NO_WORKER": "refuse"}).start()
+    try:
+        with gw.client() as c:
+            task = wait_status(c, _submit(c, 1)[0], timeout=30)
+            assert task["status"] == "completed" and task["backend"] == "dear", task
+    finally:
+        gw.stop()
+    file.write_text(_backend("gone", "http://127.0.0.1:9", 0.01))
+    gw = Server(tmp_path / "gw2", {**env, "QEDIT_NO_WORKER": "refuse"}).start(wait_ready=False)
+    try:
+        with gw.client() as c:
+            deadline = time.monotonic() + 10  # the first health check marks the dead backend down
+            while c.get("/v1/backends").json()["data"][0]["state"] == "up" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            r = c.post("/v1/edits", json={"images": [IMAGE], "prompt": "x"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker", r.text
+    finally:
+        gw.stop()

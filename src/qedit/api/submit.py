@@ -95,7 +95,8 @@ def choose_model(services: Services, requested: str | None, *, exact: bool = Tru
             if exact:
                 raise InvalidInput(f"{name!r} is not served here; served models: {', '.join(known)}", field=field)
             model = default
-    if model not in live and services.settings.no_worker == "refuse":
+    refuse = services.settings.no_worker == "refuse"
+    if refuse and model not in live and not services.dispatcher.routes(model):
         raise ApiError(
             f"no worker serves model {model} at the moment; retry later (GET /v1/models lists the live ones)",
             status=503,

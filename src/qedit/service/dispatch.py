@@ -42,6 +42,10 @@ class Dispatcher(Protocol):
 
     def deliver_webhook(self, task_id: str) -> None: ...
 
+    def routes(self, model: str) -> bool:
+        """Can tasks of ``model`` go somewhere now beyond the workers in the registry (a backend)?"""
+        ...
+
     @property
     def ready(self) -> bool: ...
 
@@ -159,6 +163,9 @@ class EmbeddedDispatcher:
     def ready(self) -> bool:
         return bool(self.workers) and all(w.ready for w in self.workers)
 
+    def routes(self, model: str) -> bool:
+        return False  # its workers are in the registry
+
     def _deliver_async(self, task_id: str) -> None:
         if not self._stop.is_set():
             self._webhook_pool.submit(self._deliver_logged, task_id)
@@ -242,6 +249,9 @@ class CeleryDispatcher:
     @property
     def ready(self) -> bool:
         return True  # the API is ready; worker readiness is each Celery worker's own
+
+    def routes(self, model: str) -> bool:
+        return False  # its workers are in the registry
 
     def start(self) -> None:
         self._sweep_loop.start()

@@ -177,6 +177,10 @@ class Router:
     def ready(self) -> bool:
         return any(b.state == "up" for b in self.backends)
 
+    def routes(self, model: str) -> bool:
+        """A backend serving ``model`` is up now (busy or not): a task of it will be run, so it is not refused."""
+        return any(b.serves(model) and b.state == "up" for b in self.backends)
+
     @property
     def load_error(self) -> str | None:
         return self.local_dispatcher.load_error

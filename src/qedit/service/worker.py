@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qedit.config import Settings
 from qedit.errors import EditCancelled, InvalidInput, QeditError
@@ -149,6 +149,7 @@ class Worker:
         self.name = name or worker_name("worker")
         self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
         self._engine: EditEngine | None = None
+        self._served: dict[str, Callable[[], dict[str, Any]]] = {}  # task id -> ``run``'s ``served``
         self._engine_lock = threading.Lock()
         s = self.settings
         self.model = served_model(s.model)  # the tasks this worker claims: those stored with this model
@@ -197,12 +198,25 @@ class Worker:
         self.run_batch([task, *self._companions(task, engine)], engine)
         return self.tasks.get(task.id)
 
-    def run(self, task: TaskRecord, engine: EditEngine, *, webhook: bool = True) -> None:
+    def run(
+        self,
+        task: TaskRecord,
+        engine: EditEngine,
+        *,
+        webhook: bool = True,
+        served: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         """Run one claimed task to its end (completed, failed, cancelled, or lost to another worker).
 
-        ``webhook=False``: the caller (the backends router) still records something on the task, the
-        attempt chain, and sends the webhook after it, so the body has it."""
-        self.run_batch([task], engine, webhook=webhook)
+        For the backends router: ``served`` gives more columns recorded in the completing update (the
+        attempt chain, the serving backend and its price), so no reader sees the task completed
+        without them; ``webhook=False`` leaves the webhook to the router, sent once its chain is written."""
+        if served is not None:
+            self._served[task.id] = served
+        try:
+            self.run_batch([task], engine, webhook=webhook)
+        finally:
+            self._served.pop(task.id, None)
 
     def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine, *, webhook: bool = True) -> None:
         """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end."""
@@ -324,7 +338,11 @@ class Worker:
             timings = self._timings(task, result, engine_seconds)
             if self.metrics is not None:
                 self.metrics.observe_stats(result.stats)
-            if self.tasks.complete(task.id, task.attempt, outputs, timings, compute, (lease.step, lease.total)):
+            served = self._served.get(task.id)
+            progress = (lease.step, lease.total)
+            if self.tasks.complete(
+                task.id, task.attempt, outputs, timings, compute, progress, served() if served else None
+            ):
                 return "completed"
             self._discard(outputs)  # lost the lease meanwhile: the attempt that owns the task writes its own files
             return "lost"

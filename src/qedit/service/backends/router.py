@@ -80,7 +80,14 @@ class Backend:
     def state(self) -> str:
         return self.circuit.state
 
-    def run(self, task: TaskRecord, lease: _Lease, on_submitted: Callable[[str], None] | None = None) -> Attempt:
+    def run(
+        self,
+        task: TaskRecord,
+        lease: _Lease,
+        on_submitted: Callable[[str], None] | None = None,
+        served: Callable[[], dict[str, Any]] | None = None,
+    ) -> Attempt:
+        """Run ``task`` here; ``served`` (local workers only) gives the columns its completion records."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -112,11 +119,18 @@ class LocalBackend(Backend):
     def state(self) -> str:
         return "up" if self.available() else "down"
 
-    def run(self, task: TaskRecord, lease: _Lease, on_submitted: Callable[[str], None] | None = None) -> Attempt:
+    def run(
+        self,
+        task: TaskRecord,
+        lease: _Lease,
+        on_submitted: Callable[[str], None] | None = None,
+        served: Callable[[], dict[str, Any]] | None = None,
+    ) -> Attempt:
         worker = self._free.get()
         try:
-            # records the task's end itself, as an embedded worker does; the webhook waits for the chain
-            worker.run(task, worker.engine, webhook=False)
+            # records the task's end itself, as an embedded worker does, with the chain if it completes;
+            # the router sends the webhook once the chain is written whatever the outcome
+            worker.run(task, worker.engine, webhook=False, served=served)
         finally:
             self._free.put(worker)
         final = worker.tasks.get(task.id)
@@ -135,8 +149,14 @@ class RemoteBackend(Backend):
         super().__init__(config, circuit)
         self.client = client
 
-    def run(self, task: TaskRecord, lease: _Lease, on_submitted: Callable[[str], None] | None = None) -> Attempt:
-        return self.client.run(task, lease, on_submitted)
+    def run(
+        self,
+        task: TaskRecord,
+        lease: _Lease,
+        on_submitted: Callable[[str], None] | None = None,
+        served: Callable[[], dict[str, Any]] | None = None,
+    ) -> Attempt:
+        return self.client.run(task, lease, on_submitted)  # the router completes remote tasks itself
 
     def close(self) -> None:
         self.client.close()
@@ -329,8 +349,19 @@ class Router:
                     )
                     self.tasks.set_route(task.id, task.attempt, [*chain, now], None, None)
 
+                def served(b: Backend = b, started: float = started) -> dict[str, Any]:
+                    """What a local worker's completion records with it: the chain, ending in this success."""
+                    done = RouteAttempt(
+                        backend=b.name,
+                        kind=b.config.kind,
+                        started_at=started,
+                        ended_at=time.time(),
+                        outcome="completed",
+                    )
+                    return {"route": [*chain, done], "backend": b.name, "price_per_image": b.price}
+
                 try:
-                    att = b.run(task, lease, running)
+                    att = b.run(task, lease, running, served)
                 except Exception as e:  # a bug or a storage error: this backend's attempt failed
                     log.exception("task %s on %s", task.id, b.name)
                     att = Attempt("failed", f"{type(e).__name__}: {e}")
@@ -403,10 +434,8 @@ class Router:
 
     def _settle(self, task: TaskRecord, b: Backend, att: Attempt, chain: list[RouteAttempt], lease: _Lease) -> None:
         served = {"route": chain, "backend": b.name, "price_per_image": b.price}
-        if isinstance(b, LocalBackend):  # its worker recorded the end; the chain follows, then the webhook
-            if att.outcome == "completed":
-                self.tasks.set_route(task.id, task.attempt, chain, b.name, b.price)
-            elif att.outcome != "lost":
+        if isinstance(b, LocalBackend):  # its worker recorded the end (a completion with its chain)
+            if att.outcome not in ("completed", "lost"):
                 self.tasks.set_route(task.id, task.attempt, chain, None, None)
             if att.outcome != "lost":
                 self._notify(task.id)

@@ -77,6 +77,19 @@ def test_engine_and_batching_flags_reach_readyz(tmp_path: Path) -> None:
     assert (engine["batch_size"], engine["batch_wait"]) == (4, 0.05)
 
 
+def test_model_flags_reach_the_models_a_request_may_name(tmp_path: Path) -> None:
+    proc, url = _serve(tmp_path, "--no-auth", "--also-model", "tiny", "--no-worker", "refuse")
+    try:
+        models = {m["id"]: m["workers"] for m in httpx.get(url + "/v1/models").json()["data"]}
+        body = {"prompt": "x", "images": [b64(png_bytes())], "model": "tiny"}
+        refused = httpx.post(url + "/v1/edits", json=body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert models == {"instant": 1, "tiny": 0}
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_worker", refused.text
+
+
 def test_a_bad_engine_variable_stops_serve_with_one_line_naming_it(tmp_path: Path) -> None:
     qedit = Path(sys.executable).with_name("qedit")
     env = {**os.environ, "QEDIT_QUANTIZE": "int4"}

@@ -5,10 +5,6 @@ Skips, saying why, when Redis or Postgres is not reachable on loopback.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,34 +16,12 @@ import pytest
 from tests.support.databases import postgres_schema_url
 from tests.support.images import b64, png_bytes
 from tests.support.server import Server, wait_status
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     yield from postgres_schema_url()
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        qedit = Path(sys.executable).with_name("qedit")
-        self.log = log
-        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [str(qedit), "worker", "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def test_celery_workers_run_tasks_and_a_killed_worker_loses_nothing(

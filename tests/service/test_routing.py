@@ -6,10 +6,6 @@ model's task. Skips, saying why, when Redis or Postgres is not reachable on loop
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,43 +20,12 @@ from qedit.service.tasks import TaskStore
 from tests.support.databases import postgres_schema_url
 from tests.support.images import b64, png_bytes
 from tests.support.server import Server, wait_status
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     yield from postgres_schema_url()
-
-
-class Worker:
-    """``qedit worker --model MODEL`` in a subprocess with the API's environment."""
-
-    def __init__(self, env: dict[str, str], model: str, log: Path) -> None:
-        qedit = Path(sys.executable).with_name("qedit")
-        self.log = log
-        args = [str(qedit), "worker", "--model", model, "--device", "cpu", "--log-level", "warning"]
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    @property
-    def tag(self) -> str:
-        """What this process's worker names contain (``kind@host:PID:n``)."""
-        return f":{self.proc.pid}:"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 def _env(redis_url: str, pg_url: str, **extra: str) -> dict[str, str]:
@@ -97,7 +62,7 @@ def test_tiny_workers_share_tasks_survive_a_kill_and_wait_for_a_return(
 ) -> None:
     api = Server(tmp_path, _env(redis_url, pg_url, QEDIT_MODEL="tiny")).start()
     env = {**api.env(), "OMP_NUM_THREADS": "1"}  # two torch processes on a small machine: no oversubscription
-    workers = [Worker(env, "tiny", tmp_path / f"worker-{i}.log") for i in (1, 2)]
+    workers = [WorkerProcess(env, tmp_path / f"worker-{i}.log", "--model", "tiny", "--device", "cpu") for i in (1, 2)]
     store = Database(pg_url)
     tasks = TaskStore(store)
     logs = lambda: "\n".join(w.tail() for w in workers) + api.log()  # noqa: E731
@@ -144,7 +109,7 @@ def test_tiny_workers_share_tasks_survive_a_kill_and_wait_for_a_return(
             later = [c.post("/v1/edits", json={**body, "seed": 100 + i}).json()["id"] for i in range(3)]
             time.sleep(2)
             assert {tasks.get(i).status for i in later} == {TaskStatus.CREATED}
-            workers.append(Worker(env, "tiny", tmp_path / "worker-3.log"))
+            workers.append(WorkerProcess(env, tmp_path / "worker-3.log", "--model", "tiny", "--device", "cpu"))
             back = [wait_status(c, i, timeout=120) for i in later]
             assert [t["status"] for t in back] == ["completed"] * 3, (back, logs())
             assert all(workers[2].tag in str(tasks.get(i).worker) for i in later)
@@ -161,7 +126,7 @@ def test_a_task_in_a_worker_process_is_cancelled_and_other_models_tasks_are_left
     env = _env(redis_url, pg_url, QEDIT_MODEL="instant", QEDIT_MODELS="tiny", QEDIT_INSTANT_STEP_DELAY="0.1")
     env["QEDIT_INSTANT_STEPS"] = "100"  # 10 s if nobody cancels
     api = Server(tmp_path, env).start()
-    worker = Worker(api.env(), "instant", tmp_path / "worker.log")
+    worker = WorkerProcess(api.env(), tmp_path / "worker.log", "--model", "instant", "--device", "cpu")
     store = Database(pg_url)
     try:
         with api.client() as c:

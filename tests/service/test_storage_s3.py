@@ -30,6 +30,7 @@ from tests.support.images import b64, png_bytes
 from tests.support.s3 import CREDENTIALS, MotoS3, moto_s3
 from tests.support.server import Server, wait_status
 from tests.support.tasks import current, queue_edit
+from tests.support.workers import WorkerProcess
 
 TASK = "0123456789abcdef0123456789abcdef"
 
@@ -317,8 +318,6 @@ def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
 ) -> None:
     """Two processes with data dirs of their own, as on two hosts: the worker reads the inputs the
     API stored and writes outputs the API serves, all through the bucket."""
-    import subprocess
-    import sys
 
     from tests.support.databases import postgres_schema_url
 
@@ -336,22 +335,18 @@ def test_api_and_celery_worker_share_only_the_bucket_database_and_broker(
     }
     api = Server(tmp_path / "api", env).start()
     worker_env = Server(tmp_path / "worker", env).env()  # its own data dir
-    log = tmp_path / "worker.log"
-    with open(log, "ab") as out:
-        qedit = str(Path(sys.executable).with_name("qedit"))
-        worker = subprocess.Popen([qedit, "worker", "--log-level", "warning"], env=worker_env, stdout=out, stderr=out)
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
     try:
         with api.client() as c:
             task = c.post("/v1/edits", json={"prompt": "x", "images": [b64(png_bytes())], "seed": 1}).json()
             done = wait_status(c, task["id"], timeout=60)
-            assert done["status"] == "completed", (done, log.read_text()[-3000:])
+            assert done["status"] == "completed", (done, worker.tail())
             assert _image(httpx.get(done["outputs"][0]["url"]).content).getpixel((0, 0)) == (235, 95, 195)
         assert [k.split("/")[0] for k in s3.keys(bucket)] == ["inputs", "outputs"]
         for side in ("api", "worker"):
             assert not any((tmp_path / side / kind).exists() for kind in ("inputs", "outputs"))
     finally:
-        worker.terminate()
-        worker.wait(15)
+        worker.stop()
         api.stop()
         next(pg, None)
 

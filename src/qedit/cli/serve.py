@@ -88,6 +88,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_storage_arguments(p)
     p.add_argument(
+        "--also-model",
+        dest="models",
+        action="append",
+        help="another model requests may name before a worker of it is live (repeatable; see docs/service.md)",
+    )
+    p.add_argument(
+        "--no-worker",
+        dest="no_worker",
+        choices=["wait", "refuse"],
+        help="a request for a model no live worker serves: wait (queued, default) or refuse (503)",
+    )
+    p.add_argument(
         "--backends",
         dest="backends_file",
         type=Path,

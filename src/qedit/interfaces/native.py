@@ -33,7 +33,7 @@ class EditOptions(EditParams):
     sync: bool = Field(default=False, description="wait (bounded by the server's sync_timeout) for the result")
     model: str | None = Field(
         default=None,
-        max_length=500,
+        max_length=200,  # the task table's column
         description="the model to run (GET /v1/models); default: the server's. A model no live worker serves "
         "waits for one, or is refused with 503, as the server is set up",
     )

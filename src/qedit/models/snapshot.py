@@ -129,10 +129,18 @@ def canonical_model(model: str) -> str:
     if model in SPECS:
         spec = SPECS[model]
         return model if spec.tiny or not spec.hub_id else spec.hub_id
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    return model
+    path = _local_dir(model)
+    return str(path.resolve()) if path is not None else model
+
+
+def _local_dir(model: str) -> Path | None:
+    """``model`` as a snapshot directory on this machine, if it is one; a reference that cannot be a
+    path at all (too long, a NUL byte: a client's typo, or a fuzzer's) is simply not one."""
+    try:
+        path = Path(model).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, ValueError, RuntimeError):  # ENAMETOOLONG, embedded NUL, ~user that does not exist
+        return None
 
 
 def default_model() -> str:
@@ -145,8 +153,8 @@ def spec_of(model: str) -> ModelSpec | None:
     files; None for a hub id or a broken snapshot (the loader then reports the problem)."""
     if model in SPECS:
         return SPECS[model]
-    path = Path(model).expanduser()
-    if path.is_dir():
+    path = _local_dir(model)
+    if path is not None:
         try:
             return detect_spec(path)
         except ModelLoadError:

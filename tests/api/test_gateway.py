@@ -336,3 +336,78 @@ def test_refusing_without_workers_counts_a_backend_that_is_up(tmp_path: Path, re
             assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker", r.text
     finally:
         gw.stop()
+
+
+def _scrape(c: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = c.get("/metrics")
+    assert r.status_code == 200, r.text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def test_the_gateways_metrics_count_each_backends_attempts_as_the_chains_say(
+    tmp_path: Path, remotes: dict[str, Server]
+) -> None:
+    """A backend that refuses connections (no health path: tasks find out) in front of a good one:
+    the per-backend attempt counters are the chains' attempts, and the tasks the router ended on the
+    remote are in the task metrics, failures by reason included."""
+    file = tmp_path / "backends.toml"
+    gone = _backend("gone", "http://127.0.0.1:9", 0.001, kind="wavespeed")  # nothing listens on port 9
+    file.write_text(gone + _backend("dear", remotes["dear"].url, 0.05))
+    env = {**SMALL, "QEDIT_WORKERS": "0", "QEDIT_BACKENDS_FILE": str(file), "QEDIT_AUTH": "none"}
+    gw = Server(tmp_path / "gw", {**env, "QEDIT_BACKEND_BACKOFF": "0.2"}).start()
+    try:
+        with gw.client() as c:
+            before = _scrape(c)
+            assert before[("qedit_backend_attempts_total", (("backend", "dear"), ("outcome", "completed")))] == 0
+            ids = _submit(c, 4)
+            # 32 px a side: the remote refuses it (min side 40), a failure by reason invalid_input
+            r = c.post("/v1/edits", json={"images": [data_uri(png_bytes((32, 32)))], "prompt": "small"})
+            ids.append(r.json()["id"])
+            tasks = [wait_status(c, i, timeout=30) for i in ids]
+            assert [t["status"] for t in tasks] == ["completed"] * 4 + ["failed"], tasks
+            assert any(a["backend"] == "gone" and a["outcome"] == "failed" for t in tasks for a in t["attempts"])
+
+            def counted() -> dict[tuple[str, str], float]:
+                m = _scrape(c)
+                return {
+                    (dict(k)["backend"], dict(k)["outcome"]): v
+                    for (name, k), v in m.items()
+                    if name == "qedit_backend_attempts_total" and v
+                }
+
+            chains: dict[tuple[str, str], float] = {}
+            for t in tasks:
+                for a in t["attempts"]:
+                    chains[(a["backend"], a["outcome"])] = chains.get((a["backend"], a["outcome"]), 0) + 1
+            deadline = time.monotonic() + 5  # the last task's end is observed just after it is recorded
+            while (m := _scrape(c))[("qedit_task_seconds_count", (("status", "failed"),))] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert counted() == chains
+            assert chains[("dear", "completed")] == 4 and chains[("dear", "rejected")] == 1
+            seconds = sum(v for (name, k), v in m.items() if name == "qedit_backend_attempt_seconds_count")
+            assert seconds == sum(chains.values())
+
+            assert m[("qedit_task_seconds_count", (("status", "completed"),))] == 4
+            assert m[("qedit_task_seconds_count", (("status", "failed"),))] == 1
+            assert m[("qedit_queue_wait_seconds_count", ())] == 5
+            assert m[("qedit_task_failures_total", (("reason", "invalid_input"),))] == 1
+            assert m[("qedit_tasks_failed", (("reason", "invalid_input"),))] == 1  # the store agrees
+
+            view = _backends(c)
+            up = {"up": 1.0, "half-open": 0.5, "down": 0.0}
+            for name in ("gone", "dear"):
+                assert m[("qedit_backend_in_flight", (("backend", name),))] == 0
+                assert m[("qedit_backend_up", (("backend", name),))] == up[view[name]["state"]]
+                assert m[("qedit_backend_price_per_image", (("backend", name),))] == view[name]["price_per_image"]
+                assert m[("qedit_backend_max_concurrency", (("backend", name),))] == 2
+            assert view["dear"]["state"] == "up"
+    finally:
+        gw.stop()

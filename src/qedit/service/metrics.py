@@ -6,23 +6,32 @@ observed where tasks finish: in this process for embedded mode; a Celery worker 
 So are the engine's description (``qedit_engine_info``: the options its worker loads it with) and
 what its runs were made of (batch sizes, transformer passes and passes the step cache skipped):
 they belong to the process that runs the engine, and an API process without workers has none.
+
+A gateway (a backends file) observes the tasks its router ends (on a remote, or failed by every
+backend) in the same task metrics as its workers' (``observe_task``, one place for both), and each
+backend's attempts (``observe_attempt``); the backends' state (in flight, up, price, cap) is read
+from the router at scrape time, like the queue from the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from qedit.service.records import ACTIVE
+from qedit.service.records import ACTIVE, TaskRecord, TaskStatus
 from qedit.service.tasks import TaskStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
 PASS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+# an attempt's outcomes (``clients.Outcome``): each backend's series exist from the start, at 0
+ATTEMPT_OUTCOMES = ("completed", "failed", "rejected", "cancelled", "lost")
+# qedit_backend_up: 1 up, 0.5 half-open (one probe let through), 0 down
+UP_VALUES = {"up": 1.0, "half-open": 0.5, "down": 0.0}
 
 
 def _label(value: Any) -> str:
@@ -50,6 +59,32 @@ class _StoreCollector(Collector):
         for reason, n in sorted(self.store.failures_by_reason().items()):
             failed.add_metric([reason], n)
         yield failed
+
+
+class _BackendsCollector(Collector):
+    """The router's backends as ``GET /v1/backends`` shows them (``Router.backends_view``), at scrape time."""
+
+    def __init__(self, view: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            "in_flight": GaugeMetricFamily("qedit_backend_in_flight", "tasks running there now", labels=["backend"]),
+            "state": GaugeMetricFamily(
+                "qedit_backend_up", "1 up, 0.5 half-open (one probe task), 0 down", labels=["backend"]
+            ),
+            "price_per_image": GaugeMetricFamily(
+                "qedit_backend_price_per_image", "USD per image served there", labels=["backend"]
+            ),
+            "max_concurrency": GaugeMetricFamily(
+                "qedit_backend_max_concurrency", "its cap of tasks in flight", labels=["backend"]
+            ),
+        }
+        for b in self.view():
+            for field, family in families.items():
+                value = UP_VALUES.get(b[field], 0.0) if field == "state" else float(b[field])
+                family.add_metric([b["name"]], value)
+        yield from families.values()
 
 
 class Metrics:
@@ -95,6 +130,43 @@ class Metrics:
             buckets=PASS_BUCKETS,
             registry=self.registry,
         )
+
+        self.backend_attempts = Counter(
+            "qedit_backend_attempts",
+            "attempts this gateway's router made, by backend and outcome",
+            ["backend", "outcome"],
+            registry=self.registry,
+        )
+        self.backend_attempt_seconds = Histogram(
+            "qedit_backend_attempt_seconds",
+            "one attempt on a backend, start to end, by outcome",
+            ["backend", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_backends(self, names: Sequence[str], view: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
+        """A router's backends: their attempt series start at 0, their state is read from ``view``."""
+        for name in names:
+            for outcome in ATTEMPT_OUTCOMES:
+                self.backend_attempts.labels(name, outcome)
+        self.registry.register(_BackendsCollector(view))
+
+    def observe_attempt(self, backend: str, outcome: str, seconds: float) -> None:
+        self.backend_attempts.labels(backend, outcome).inc()
+        self.backend_attempt_seconds.labels(backend, outcome).observe(seconds)
+
+    def observe_task(self, task: TaskRecord) -> None:
+        """A task this process ended (its worker, or its router on a remote): latencies, and a failure's reason."""
+        if task.finished_at is None:
+            return
+        self.task_seconds.labels(task.status).observe(task.finished_at - task.created_at)
+        if task.queue_wait is not None:
+            self.queue_wait_seconds.observe(task.queue_wait)
+        if task.inference_seconds is not None:
+            self.inference_seconds.observe(task.inference_seconds)
+        if task.status == TaskStatus.FAILED:
+            self.failures.labels(task.error_reason or "unknown").inc()
 
     def describe_engine(self, model: str, options: Mapping[str, Any], batch_size: int, batch_wait: float) -> None:
         """``qedit_engine_info{model=...,quantize=...,batch_size=...} 1``: label values are strings."""

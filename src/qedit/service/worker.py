@@ -245,7 +245,7 @@ class Worker:
             )
             if outcome != "lost":
                 ended += 1
-                self._finished(task.id, webhook)
+                self._finished(task.id, task.attempt, webhook)
         self.presence.set(WorkerState.IDLE, done=ended)
 
     # -- batching -------------------------------------------------------------------------------------
@@ -360,11 +360,12 @@ class Worker:
             self._fail(task, f"{type(e).__name__}: {e}", "engine_error", compute)
         return "failed"
 
-    def _finished(self, task_id: str, webhook: bool = True) -> None:
-        """Metrics and the webhook of a task this worker ended."""
+    def _finished(self, task_id: str, attempt: int, webhook: bool = True) -> None:
+        """Metrics and the webhook of a task this worker ended (its ``attempt``: not another's end)."""
         final = self.tasks.get(task_id)
         if final is not None:
-            self._observe(final)
+            if self.metrics is not None and final.attempt == attempt:
+                self.metrics.observe_task(final)
             if webhook and final.webhook_state == WebhookState.PENDING:
                 self.on_webhook(final.id)
 
@@ -423,14 +424,4 @@ class Worker:
         }
 
     def _fail(self, task: TaskRecord, error: str, reason: FailureReason, compute: float) -> None:
-        if self.tasks.fail(task.id, task.attempt, error[:2000], reason, compute) and self.metrics is not None:
-            self.metrics.failures.labels(reason).inc()
-
-    def _observe(self, task: TaskRecord) -> None:
-        if self.metrics is None or task.finished_at is None:
-            return
-        self.metrics.task_seconds.labels(task.status).observe(task.finished_at - task.created_at)
-        if task.queue_wait is not None:
-            self.metrics.queue_wait_seconds.observe(task.queue_wait)
-        if task.inference_seconds is not None:
-            self.metrics.inference_seconds.observe(task.inference_seconds)
+        self.tasks.fail(task.id, task.attempt, error[:2000], reason, compute)  # counted in _finished

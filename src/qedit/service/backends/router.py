@@ -17,6 +17,10 @@ and the next router (or the sweeper) takes the task again, as for local workers.
 Health: a circuit per backend (``circuit``). Failures open it; a remote with a health path is
 checked every ``health_interval`` while up and, while down, after each backoff, so it comes back
 when it answers again; one without a health path is probed by one task after the backoff.
+
+Metrics: every attempt is counted by backend and outcome (``qedit_backend_attempts``, with its
+duration); a task the router ends itself (on a remote, refused, or failed by every backend) is
+observed as a worker observes its own (``Metrics.observe_task``); a local worker observes its own.
 """
 
 from __future__ import annotations
@@ -190,6 +194,8 @@ class Router:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.host = f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = core.metrics
+        self.metrics.watch_backends([b.name for b in self.backends], self.backends_view)
 
     # -- Dispatcher ---------------------------------------------------------------------------------
 
@@ -301,10 +307,10 @@ class Router:
         claimed = self.tasks.claim("gateway@" + self.host, self.settings.lease_seconds, task_id=task.id)
         if claimed is not None:
             served = sorted({m for b in self.backends for m in (b.config.models or [])})
-            self.tasks.fail(
+            ended = self.tasks.fail(
                 claimed.id, claimed.attempt, f"no backend serves model {task.model!r} ({served})", "invalid_input"
             )
-            self._notify(claimed.id)
+            self._notify(claimed.id, observe=ended)
 
     # -- one task's route ----------------------------------------------------------------------------
 
@@ -367,7 +373,7 @@ class Router:
                     att = Attempt("failed", f"{type(e).__name__}: {e}")
                 finally:
                     self._release(b)
-                self._account(b, att)
+                self._account(b, att, time.time() - started)
                 chain.append(
                     RouteAttempt(
                         backend=b.name,
@@ -390,14 +396,14 @@ class Router:
             if lease.lost:
                 return
             if lease.token.cancelled:
-                self.tasks.finish_cancelled(task.id, task.attempt)
+                ended = self.tasks.finish_cancelled(task.id, task.attempt)
                 self.tasks.set_route(task.id, task.attempt, chain, None, None)
             else:
                 errors = "; ".join(f"{a.backend}: {a.error}" for a in chain if a.outcome == "failed")[-1500:]
-                self.tasks.fail(
+                ended = self.tasks.fail(
                     task.id, task.attempt, f"no backend could run it: {errors}", "engine_error", extra={"route": chain}
                 )
-        self._notify(task.id)
+        self._notify(task.id, observe=ended)
 
     def _next(self, task: TaskRecord, tried: set[str], lease: _Lease) -> Backend | None:
         """The next backend for a task whose last one failed: waits while those left are busy; None when
@@ -419,7 +425,8 @@ class Router:
             with self._lock:
                 self._waiting.pop(task.id, None)
 
-    def _account(self, b: Backend, att: Attempt) -> None:
+    def _account(self, b: Backend, att: Attempt, seconds: float) -> None:
+        self.metrics.observe_attempt(b.name, att.outcome, seconds)
         if att.outcome == "completed":
             b.served += 1
             b.circuit.success()
@@ -434,11 +441,11 @@ class Router:
 
     def _settle(self, task: TaskRecord, b: Backend, att: Attempt, chain: list[RouteAttempt], lease: _Lease) -> None:
         served = {"route": chain, "backend": b.name, "price_per_image": b.price}
-        if isinstance(b, LocalBackend):  # its worker recorded the end (a completion with its chain)
+        if isinstance(b, LocalBackend):  # its worker recorded the end (a completion with its chain) and observed it
             if att.outcome not in ("completed", "lost"):
                 self.tasks.set_route(task.id, task.attempt, chain, None, None)
             if att.outcome != "lost":
-                self._notify(task.id)
+                self._notify(task.id, observe=False)
             return
         if att.outcome == "completed":
             ok = self.tasks.complete(
@@ -453,26 +460,32 @@ class Router:
             if not ok:
                 self._discard(att)
                 return
+            ended = True
         elif att.outcome == "rejected":
-            self.tasks.fail(
+            ended = self.tasks.fail(
                 task.id, task.attempt, (att.error or "refused")[:2000], "invalid_input", extra={"route": chain}
             )
         elif att.outcome == "cancelled":
-            self.tasks.finish_cancelled(task.id, task.attempt)
+            ended = self.tasks.finish_cancelled(task.id, task.attempt)
             self.tasks.set_route(task.id, task.attempt, chain, None, None)
         else:  # lost: someone else owns the task now
             self._discard(att)
             return
-        self._notify(task.id)
+        self._notify(task.id, observe=ended)
 
     def _discard(self, att: Attempt) -> None:
         for o in att.outputs:
             with contextlib.suppress(OSError, ValueError, QeditError):
                 self.core.storage.delete(o.file)
 
-    def _notify(self, task_id: str) -> None:
+    def _notify(self, task_id: str, observe: bool) -> None:
+        """The webhook of a task whose end is recorded; ``observe``: this router recorded it (its metrics)."""
         final = self.tasks.get(task_id)
-        if final is not None and final.webhook_state == WebhookState.PENDING:
+        if final is None:
+            return
+        if observe:
+            self.metrics.observe_task(final)
+        if final.webhook_state == WebhookState.PENDING:
             self.deliver_webhook(task_id)
 
     # -- health ------------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ def served_models(served: Server, key: str) -> dict[str, dict]:
 
 
 def options(page: Any) -> dict[str, str]:
-    return page.evaluate("Object.fromEntries([...document.getElementById('model-pick').options].map(o => [o.value, o.text]))")
+    return page.evaluate(
+        "Object.fromEntries([...document.getElementById('model-pick').options].map(o => [o.value, o.text]))"
+    )
 
 
 def test_the_picker_lists_the_models_sends_the_choice_and_follows_its_limit(
@@ -50,13 +52,14 @@ def test_the_picker_lists_the_models_sends_the_choice_and_follows_its_limit(
     page.focus("#model-pick")
     page.keyboard.press("ArrowDown")  # chosen from the keyboard
     assert page.input_value("#model-pick") == "tiny" and focused(page) == "model-pick"
-    assert "No worker serves tiny now: an edit waits" in page.text_content("#model-status")
+    status = page.text_content("#model-status")
+    assert status == "No worker serves tiny now: an edit waits in the queue until one starts. Up to 1 image an edit."
     assert "at most 1" in page.text_content("#limits")  # tiny takes one image
     assert page.text_content("#drop-text") == "Drop an image here, paste, or choose a file"
     pick(page, tmp_path, "photo.png", png_bytes((480, 400)))
     page.wait_for_selector("#thumbs img")
     pick(page, tmp_path, "other.png", png_bytes((400, 400)))
-    says(page, "at most 1 images")
+    says(page, "at most 1 image")
     assert page.locator("#thumbs img").count() == 1
 
     with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/edits")) as posted:
@@ -79,7 +82,7 @@ def test_the_picker_lists_the_models_sends_the_choice_and_follows_its_limit(
     pick(page, tmp_path, "photo.png", png_bytes((480, 400)))
     page.wait_for_function("document.querySelectorAll('#thumbs img').length == 2")
     page.select_option("#model-pick", "tiny")  # two images are one too many for tiny: said, and not sent
-    says(page, "tiny takes at most 1 images: remove 1")
+    says(page, "tiny takes at most 1 image: remove 1")
     page.fill("#prompt", "two images")
     page.click("#submit")
     assert focused(page) == "drop"

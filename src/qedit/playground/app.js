@@ -15,7 +15,7 @@ const STRINGS = {
     history: "History", limits: "{formats}; {min}-{max} px a side; up to {mb} MB each; at most {n}",
     counters: "{running} running · {completed} completed", no_history: "No edits yet",
     bad_format: "{name}: not a supported image ({formats})", too_big: "{name}: {mb} MB, at most {max} MB allowed",
-    bad_side: "{name}: {w}x{h} px, each side must be {min}-{max} px", too_many: "at most {n} images",
+    bad_side: "{name}: {w}x{h} px, each side must be {min}-{max} px", too_many: "at most {images}",
     need_image: "add an image first", need_prompt: "write an instruction first", need_key: "enter your API key",
     step: "step {step}/{total}", eta: "about {s} s left", queued: "queued", copied: "copied",
     failed: "failed: {reason}", cancelled: "cancelled", reopen: "Reopen", seed_used: "seed {seed}",
@@ -34,11 +34,11 @@ const STRINGS = {
     snippet_missing: "Save the inputs you used beside the command under these names (this page no longer has them):",
     model: "Model", drop_one: "Drop an image here, paste, or choose a file", default_model: "default",
     workers_one: "1 worker", workers_n: "{n} workers", no_worker_wait: "no worker: waits", no_worker_refuse: "no worker: refused",
-    model_busy: "{workers}: {busy} busy, {idle} idle, {loading} loading; up to {n} images an edit",
-    model_wait: "No worker serves {model} now: an edit waits in the queue until one starts. Up to {n} images an edit.",
-    model_refuse: "No worker serves {model} now: the server refuses edits for it until one starts. Up to {n} images an edit.",
+    model_busy: "{workers}: {busy} busy, {idle} idle{loading}; up to {images} an edit", loading_n: ", {n} loading",
+    model_wait: "No worker serves {model} now: an edit waits in the queue until one starts. Up to {images} an edit.",
+    model_refuse: "No worker serves {model} now: the server refuses edits for it until one starts. Up to {images} an edit.",
     models_need_key: "Enter your API key to see the other models and their workers.",
-    too_many_for: "{model} takes at most {n} images: remove {extra}",
+    too_many_for: "{model} takes at most {images}: remove {extra}", image_one: "1 image", image_n: "{n} images",
   },
   zh: {
     title: "qedit 在线试用", api_docs: "API 文档", language: "语言", new_edit: "新建编辑",
@@ -52,7 +52,7 @@ const STRINGS = {
     history: "历史记录", limits: "{formats}；每边 {min}-{max} 像素；每张不超过 {mb} MB；最多 {n} 张",
     counters: "{running} 个进行中 · {completed} 个已完成", no_history: "还没有编辑记录",
     bad_format: "{name}：不支持的图片格式（{formats}）", too_big: "{name}：{mb} MB，最大 {max} MB",
-    bad_side: "{name}：{w}x{h} 像素，每边必须在 {min}-{max} 像素之间", too_many: "最多 {n} 张图片",
+    bad_side: "{name}：{w}x{h} 像素，每边必须在 {min}-{max} 像素之间", too_many: "最多 {images}",
     need_image: "请先添加图片", need_prompt: "请先填写编辑指令", need_key: "请输入 API 密钥",
     step: "第 {step}/{total} 步", eta: "约剩 {s} 秒", queued: "排队中", copied: "已复制",
     failed: "失败：{reason}", cancelled: "已取消", reopen: "重新打开", seed_used: "种子 {seed}",
@@ -71,11 +71,11 @@ const STRINGS = {
     snippet_missing: "请把当时使用的输入图片以这些文件名保存在命令旁边（本页面已没有这些图片）：",
     model: "模型", drop_one: "拖入 1 张图片，粘贴，或选择文件", default_model: "默认",
     workers_one: "1 个工作进程", workers_n: "{n} 个工作进程", no_worker_wait: "无工作进程：排队等待", no_worker_refuse: "无工作进程：将被拒绝",
-    model_busy: "{workers}：{busy} 个忙碌，{idle} 个空闲，{loading} 个加载中；每次编辑最多 {n} 张图片",
-    model_wait: "目前没有工作进程运行 {model}：编辑会排队等待，直到有工作进程启动。每次编辑最多 {n} 张图片。",
-    model_refuse: "目前没有工作进程运行 {model}：在有工作进程启动之前，服务器会拒绝它的编辑。每次编辑最多 {n} 张图片。",
+    model_busy: "{workers}：{busy} 个忙碌，{idle} 个空闲{loading}；每次编辑最多 {images}", loading_n: "，{n} 个加载中",
+    model_wait: "目前没有工作进程运行 {model}：编辑会排队等待，直到有工作进程启动。每次编辑最多 {images}。",
+    model_refuse: "目前没有工作进程运行 {model}：在有工作进程启动之前，服务器会拒绝它的编辑。每次编辑最多 {images}。",
     models_need_key: "输入 API 密钥后可查看其他模型及其工作进程。",
-    too_many_for: "{model} 最多接受 {n} 张图片：请移除 {extra} 张",
+    too_many_for: "{model} 最多接受 {images}：请移除 {extra} 张", image_one: "1 张图片", image_n: "{n} 张图片",
   },
 };
 const EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
@@ -149,6 +149,8 @@ function showLimits() {
 
 // -- the model: GET /v1/models lists what a request may name and who serves it -------------------
 
+function images(n) { return n === 1 ? t("image_one") : t("image_n", { n }); }
+
 function chosenModel() {
   return state.models.find((m) => m.id === $("model-pick").value) || null;
 }
@@ -192,9 +194,9 @@ function modelChosen(remember = true) {
   const n = maxImages();
   let status = t("models_need_key");
   if (m && m.workers) {
-    status = t("model_busy", { workers: workerText(m), busy: m.busy, idle: m.idle, loading: m.loading, n });
+    status = t("model_busy", { workers: workerText(m), busy: m.busy, idle: m.idle, loading: m.loading ? t("loading_n", { n: m.loading }) : "", images: images(n) });
   } else if (m) {
-    status = t(state.config.no_worker === "refuse" ? "model_refuse" : "model_wait", { model: m.id, n });
+    status = t(state.config.no_worker === "refuse" ? "model_refuse" : "model_wait", { model: m.id, images: images(n) });
   }
   $("model-status").textContent = status;
   showLimits();
@@ -203,7 +205,7 @@ function modelChosen(remember = true) {
 
 function tooMany() {
   const n = maxImages();
-  return t("too_many_for", { model: $("model-pick").value, n, extra: state.images.length - n });
+  return t("too_many_for", { model: $("model-pick").value, images: images(n), extra: state.images.length - n });
 }
 
 async function loadModels() {
@@ -242,7 +244,7 @@ async function addFiles(files) {
     if (file.size > c.max_input_bytes) {
       return say(t("too_big", { name: file.name, mb: megabytes(file.size), max: megabytes(c.max_input_bytes) }));
     }
-    if (state.images.length >= maxImages()) return say(t("too_many", { n: maxImages() }));
+    if (state.images.length >= maxImages()) return say(t("too_many", { images: images(maxImages()) }));
     let image;
     try { image = await readImage(file); } catch (e) { return say(e.message); }
     for (const side of [image.width, image.height]) {

@@ -75,6 +75,7 @@ def test_drop_paint_a_mask_and_cancel(page: object, served: Server) -> None:
     open_with_key(page, served, key)
     drop(page, "dropped.png", png_bytes((480, 400)))
     page.wait_for_selector("#canvas-wrap:not([hidden])")  # type: ignore[attr-defined]
+    page.locator("#mask-canvas").scroll_into_view_if_needed()  # type: ignore[attr-defined]  # the mouse paints where it sees
     box = page.locator("#mask-canvas").bounding_box()  # type: ignore[attr-defined]
     page.mouse.move(box["x"] + 20, box["y"] + 20)  # type: ignore[attr-defined]
     page.mouse.down()  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@
 const STRINGS = {
   en: {
     title: "qedit Playground", api_docs: "API docs", language: "Language", new_edit: "New edit",
-    api_key: "API key", drop: "Drop 1-3 images here, paste, or choose files",
+    api_key: "API key", drop: "Drop 1-{n} images here, paste, or choose files",
     mask: "Mask (paint where it may change)", brush: "Brush", eraser: "Eraser", brush_tool: "Paint",
     rect: "Rectangle", box: "Region box", copy_python: "Copy as Python", undo: "Undo", clear: "Clear",
     instruction: "Instruction", options: "Options", negative: "Negative prompt", steps: "Steps",
@@ -15,7 +15,7 @@ const STRINGS = {
     history: "History", limits: "{formats}; {min}-{max} px a side; up to {mb} MB each; at most {n}",
     counters: "{running} running · {completed} completed", no_history: "No edits yet",
     bad_format: "{name}: not a supported image ({formats})", too_big: "{name}: {mb} MB, at most {max} MB allowed",
-    bad_side: "{name}: {w}x{h} px, each side must be {min}-{max} px", too_many: "at most {n} images",
+    bad_side: "{name}: {w}x{h} px, each side must be {min}-{max} px", too_many: "at most {images}",
     need_image: "add an image first", need_prompt: "write an instruction first", need_key: "enter your API key",
     step: "step {step}/{total}", eta: "about {s} s left", queued: "queued", copied: "copied",
     failed: "failed: {reason}", cancelled: "cancelled", reopen: "Reopen", seed_used: "seed {seed}",
@@ -32,10 +32,17 @@ const STRINGS = {
     reopen_named: "Reopen: {name}", counters_failed: "{failed} failed",
     snippet_note: "Save the inputs beside the command under these names (download them here):",
     snippet_missing: "Save the inputs you used beside the command under these names (this page no longer has them):",
+    model: "Model", drop_one: "Drop an image here, paste, or choose a file", default_model: "default",
+    workers_one: "1 worker", workers_n: "{n} workers", no_worker_wait: "no worker: waits", no_worker_refuse: "no worker: refused",
+    model_busy: "{workers}: {busy} busy, {idle} idle{loading}; up to {images} an edit", loading_n: ", {n} loading",
+    model_wait: "No worker serves {model} now: an edit waits in the queue until one starts. Up to {images} an edit.",
+    model_refuse: "No worker serves {model} now: the server refuses edits for it until one starts. Up to {images} an edit.",
+    models_need_key: "Enter your API key to see the other models and their workers.",
+    too_many_for: "{model} takes at most {images}: remove {extra}", image_one: "1 image", image_n: "{n} images",
   },
   zh: {
     title: "qedit 在线试用", api_docs: "API 文档", language: "语言", new_edit: "新建编辑",
-    api_key: "API 密钥", drop: "拖入 1-3 张图片，粘贴，或选择文件",
+    api_key: "API 密钥", drop: "拖入 1-{n} 张图片，粘贴，或选择文件",
     mask: "蒙版（涂抹允许修改的区域）", brush: "画笔", eraser: "橡皮擦", brush_tool: "涂抹",
     rect: "矩形", box: "区域框", copy_python: "复制为 Python", undo: "撤销", clear: "清除",
     instruction: "编辑指令", options: "选项", negative: "反向提示词", steps: "步数",
@@ -45,7 +52,7 @@ const STRINGS = {
     history: "历史记录", limits: "{formats}；每边 {min}-{max} 像素；每张不超过 {mb} MB；最多 {n} 张",
     counters: "{running} 个进行中 · {completed} 个已完成", no_history: "还没有编辑记录",
     bad_format: "{name}：不支持的图片格式（{formats}）", too_big: "{name}：{mb} MB，最大 {max} MB",
-    bad_side: "{name}：{w}x{h} 像素，每边必须在 {min}-{max} 像素之间", too_many: "最多 {n} 张图片",
+    bad_side: "{name}：{w}x{h} 像素，每边必须在 {min}-{max} 像素之间", too_many: "最多 {images}",
     need_image: "请先添加图片", need_prompt: "请先填写编辑指令", need_key: "请输入 API 密钥",
     step: "第 {step}/{total} 步", eta: "约剩 {s} 秒", queued: "排队中", copied: "已复制",
     failed: "失败：{reason}", cancelled: "已取消", reopen: "重新打开", seed_used: "种子 {seed}",
@@ -62,6 +69,13 @@ const STRINGS = {
     reopen_named: "重新打开：{name}", counters_failed: "{failed} 个失败",
     snippet_note: "请把输入图片以这些文件名保存在命令旁边（可在此下载）：",
     snippet_missing: "请把当时使用的输入图片以这些文件名保存在命令旁边（本页面已没有这些图片）：",
+    model: "模型", drop_one: "拖入 1 张图片，粘贴，或选择文件", default_model: "默认",
+    workers_one: "1 个工作进程", workers_n: "{n} 个工作进程", no_worker_wait: "无工作进程：排队等待", no_worker_refuse: "无工作进程：将被拒绝",
+    model_busy: "{workers}：{busy} 个忙碌，{idle} 个空闲{loading}；每次编辑最多 {images}", loading_n: "，{n} 个加载中",
+    model_wait: "目前没有工作进程运行 {model}：编辑会排队等待，直到有工作进程启动。每次编辑最多 {images}。",
+    model_refuse: "目前没有工作进程运行 {model}：在有工作进程启动之前，服务器会拒绝它的编辑。每次编辑最多 {images}。",
+    models_need_key: "输入 API 密钥后可查看其他模型及其工作进程。",
+    too_many_for: "{model} 最多接受 {images}：请移除 {extra} 张", image_one: "1 张图片", image_n: "{n} 张图片",
   },
 };
 const EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
@@ -70,6 +84,7 @@ const state = {
   config: null, lang: "en", images: [], last: null, lastSeed: null, chain: [], running: null, strokes: [],
   selected: null,  // index in strokes of the box/rectangle the keyboard moves
   sent: new Map(),  // task id -> what this page sent (inputs, mask, body): the snippets repeat it
+  models: [],  // GET /v1/models: what a request may name, with live worker counts (empty until read with the key)
 };
 
 function t(key, vars = {}) {
@@ -84,6 +99,7 @@ function applyLanguage(lang) {
   $("lang").value = state.lang;
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  renderModels();
   showLimits();
   renderThumbs(false);
   renderRegions();
@@ -123,9 +139,82 @@ async function api(path, options = {}) {
 function showLimits() {
   const c = state.config;
   if (!c) return;
+  const n = maxImages();
   $("limits").textContent = t("limits", {
-    formats: c.formats, min: c.min_side, max: c.max_side, mb: megabytes(c.max_input_bytes), n: c.max_images,
+    formats: c.formats, min: c.min_side, max: c.max_side, mb: megabytes(c.max_input_bytes), n,
   });
+  $("drop-text").textContent = n > 1 ? t("drop", { n }) : t("drop_one");
+  $("files").multiple = n > 1;
+}
+
+// -- the model: GET /v1/models lists what a request may name and who serves it -------------------
+
+function images(n) { return n === 1 ? t("image_one") : t("image_n", { n }); }
+
+function chosenModel() {
+  return state.models.find((m) => m.id === $("model-pick").value) || null;
+}
+
+function maxImages() {
+  // the chosen model's limit; before the list is read, the default model's (from the config)
+  return chosenModel()?.max_images ?? state.config.max_images;
+}
+
+function workerText(m) {
+  if (m.workers) return m.workers === 1 ? t("workers_one") : t("workers_n", { n: m.workers });
+  return t(state.config.no_worker === "refuse" ? "no_worker_refuse" : "no_worker_wait");
+}
+
+function renderModels() {
+  if (!state.config) return;
+  const select = $("model-pick");
+  const label = (m) => `${m.id}${m.default ? ` (${t("default_model")})` : ""} — ${workerText(m)}`;
+  const ids = [...select.options].map((o) => o.value);
+  if (state.models.length && ids.join("\n") === state.models.map((m) => m.id).join("\n")) {
+    // the same models: new counts in place, so a person choosing with the keyboard keeps their place
+    state.models.forEach((m, i) => { select.options[i].textContent = label(m); });
+    return modelChosen(false);
+  }
+  const want = localStorage.getItem("qedit.model") || select.value;  // the person's last choice, kept across reloads
+  select.replaceChildren();
+  if (!state.models.length) {  // not read (yet): the server's default is the one choice
+    select.append(new Option(state.config.model, state.config.model));
+  }
+  for (const m of state.models) select.append(new Option(label(m), m.id));
+  const fallback = state.models.find((m) => m.default)?.id ?? select.options[0]?.value;
+  select.value = state.models.some((m) => m.id === want) ? want : fallback;
+  modelChosen(false);
+}
+
+function modelChosen(remember = true) {
+  const m = chosenModel();
+  const id = $("model-pick").value;
+  if (remember) localStorage.setItem("qedit.model", id);
+  $("model").textContent = id;
+  const n = maxImages();
+  let status = t("models_need_key");
+  if (m && m.workers) {
+    status = t("model_busy", { workers: workerText(m), busy: m.busy, idle: m.idle, loading: m.loading ? t("loading_n", { n: m.loading }) : "", images: images(n) });
+  } else if (m) {
+    status = t(state.config.no_worker === "refuse" ? "model_refuse" : "model_wait", { model: m.id, images: images(n) });
+  }
+  $("model-status").textContent = status;
+  showLimits();
+  if (remember && state.images.length > n) say(tooMany());
+}
+
+function tooMany() {
+  const n = maxImages();
+  return t("too_many_for", { model: $("model-pick").value, images: images(n), extra: state.images.length - n });
+}
+
+async function loadModels() {
+  // with the key the page keeps; without one (or refused) the picker keeps the server's default
+  if (!state.config || (state.config.auth && !$("key").value.trim())) return;
+  let list;
+  try { list = await api("/v1/models"); } catch (e) { return; }
+  state.models = list.data;
+  renderModels();
 }
 
 // -- inputs ------------------------------------------------------------------------------------
@@ -155,7 +244,7 @@ async function addFiles(files) {
     if (file.size > c.max_input_bytes) {
       return say(t("too_big", { name: file.name, mb: megabytes(file.size), max: megabytes(c.max_input_bytes) }));
     }
-    if (state.images.length >= c.max_images) return say(t("too_many", { n: c.max_images }));
+    if (state.images.length >= maxImages()) return say(t("too_many", { images: images(maxImages()) }));
     let image;
     try { image = await readImage(file); } catch (e) { return say(e.message); }
     for (const side of [image.width, image.height]) {
@@ -553,6 +642,7 @@ function fastChanged() {
 
 function requestBody() {
   const body = { prompt: $("prompt").value, images: state.images.map((i) => i.source || i.url) };
+  if ($("model-pick").value) body.model = $("model-pick").value;
   const negative = $("negative").value;
   if (negative) body.negative_prompt = negative;
   if ($("steps").value && !$("steps").disabled) body.num_inference_steps = Number($("steps").value);
@@ -577,13 +667,15 @@ async function submit() {
   if (state.config.auth && !$("key").value.trim()) return fail(t("need_key"), $("key"));
   if (!state.images.length) return fail(t("need_image"), $("drop"));
   if (!$("prompt").value.trim()) return fail(t("need_prompt"), $("prompt"));
+  if (state.images.length > maxImages()) return fail(tooMany(), $("drop"));
   localStorage.setItem("qedit.key", $("key").value.trim());
   const body = requestBody();
   let task;
   try {
     task = await api("/v1/edits", { method: "POST", body: JSON.stringify(body) });
   } catch (e) {
-    return fail(e.message);  // the server's refusal, as it says it (a LoRA it does not allow, ...)
+    loadModels();  // a 503 no_worker: the counts the picker shows may be stale
+    return fail(e.message);  // the server's refusal, as it says it (a LoRA it does not allow, no worker, ...)
   }
   state.sent.set(task.id, { body, images: state.images.map((i) => ({ ...i })) });
   state.running = task.id;
@@ -612,6 +704,7 @@ async function submit() {
     fail(t("failed", { reason: task.error?.message || task.status }));
   }
   refreshHistory();
+  loadModels();
 }
 
 async function follow(id) {
@@ -668,7 +761,7 @@ function showResult(task, fromChain = false) {
   $("download").href = out.url;
   $("download").setAttribute("download", `${task.id}.${out.format}`);
   const sent = state.sent.get(task.id)?.body;
-  const shown = { id: task.id, ...task.params, seed: out.seed };  // the seed used, to re-run it exactly
+  const shown = { id: task.id, model: task.model, ...task.params, seed: out.seed };  // the seed used, to re-run it exactly
   if (sent) shown.output_format = sent.output_format;
   $("params").textContent = JSON.stringify(shown, null, 2);
   $("snippet-inputs").hidden = true;
@@ -727,7 +820,7 @@ function snippetPlan() {
     mask = sentMask || null;
     inputs = sent.images.map((i) => (i.source ? { source: i.source, href: i.preview, ext: "png" } : { href: i.url, ext: MIME_EXT[/^data:([^;,]+)/.exec(i.url)?.[1]] || "png" }));
   } else {  // reopened from the history: the parameters are the server's, the files are no longer here
-    params = { ...task.params };
+    params = { model: task.model, ...task.params };
     inputs = task.inputs.map((i) => (i.source.startsWith("task://") ? { source: i.source } : { ext: "png" }));
   }
   params.seed = seed;  // the seed used, so the command makes the same image
@@ -833,6 +926,8 @@ async function refreshHistory() {
 async function main() {
   state.config = await (await fetch("/v1/playground/config")).json();
   $("model").textContent = state.config.model;
+  $("model-pick").onchange = () => modelChosen();
+  $("model-pick").onfocus = loadModels;  // fresh counts when a person is about to choose
   $("key").value = localStorage.getItem("qedit.key") || "";
   $("key-row").hidden = !state.config.auth;
   $("steps").placeholder = String(state.config.default_steps);
@@ -843,7 +938,7 @@ async function main() {
   const lang = localStorage.getItem("qedit.lang") || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
   applyLanguage(lang);
   $("lang").onchange = (e) => applyLanguage(e.target.value);
-  $("key").onchange = () => { localStorage.setItem("qedit.key", $("key").value.trim()); refreshHistory(); };
+  $("key").onchange = () => { localStorage.setItem("qedit.key", $("key").value.trim()); refreshHistory(); loadModels(); };
   const drop = $("drop");
   drop.onclick = (e) => { if (e.target !== $("files")) $("files").click(); };
   drop.onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("files").click(); } };
@@ -871,6 +966,8 @@ async function main() {
   $("before").onload = fitSlider;
   window.addEventListener("resize", fitSlider);
   bindMask();
+  await loadModels();
+  setInterval(() => { if (!document.hidden) loadModels(); }, 10_000);  // worker counts stay live
   document.body.dataset.ready = "true";  // every control is wired (tests wait for this)
 }
 

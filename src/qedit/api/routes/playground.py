@@ -2,12 +2,14 @@
 
 The page is a client of the public API like any other (``/v1/edits`` with the key the person
 enters); the one thing it needs that the API did not say is the served model's limits and defaults,
-which ``GET /v1/playground/config`` answers without a key (it reveals nothing but limits).
+which ``GET /v1/playground/config`` answers without a key (it reveals nothing but limits). The other
+models a request may name, and their live workers, the page reads from ``GET /v1/models`` with the key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
@@ -37,6 +39,9 @@ class PlaygroundConfig(BaseModel):
     default_cfg: float
     fast: bool = Field(description="whether fast (Lightning) editing applies to the served model")
     loras: str = Field(description="where LoRAs may come from on this server (names of the sources, no paths)")
+    no_worker: Literal["wait", "refuse"] = Field(
+        description="what a request for a model no live worker serves gets: queued (wait) or a 503 (refuse)"
+    )
 
 
 @router.get("/", include_in_schema=False)
@@ -63,4 +68,5 @@ async def config(services: ServicesDep) -> dict:
         # the Lightning recipe belongs to a known variant; ``instant`` stands in for one and runs it too
         "fast": served is not None or s.model == "instant",
         "loras": services.loras.options.store.policy.describe(),  # as refusals word it; no file is listed
+        "no_worker": s.no_worker,  # the picker says whether a model without a worker waits or is refused
     }

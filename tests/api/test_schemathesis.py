@@ -2,7 +2,7 @@
 
 Fails on any 5xx, any status code or content type the document does not list for the operation,
 and any response body or header that breaks its schema. The default run has a time budget of
-45 s (a few thousand requests here); ``-m slow`` runs four minutes. Rate and concurrency limits are
+30 s (a couple of thousand requests here); ``-m slow`` runs four minutes. Rate and concurrency limits are
 raised so that the fuzzer reaches the routes' logic instead of a 429.
 """
 
@@ -68,7 +68,7 @@ def _fuzz(server: Server, seconds: int, examples: int, report: Path) -> subproce
 
 
 def test_every_operation_keeps_to_the_document(fuzzed_server: Server, tmp_path: Path) -> None:
-    run = _fuzz(fuzzed_server, seconds=45, examples=10, report=tmp_path)
+    run = _fuzz(fuzzed_server, seconds=30, examples=10, report=tmp_path)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     assert " generated, " in run.stdout and "failed" not in run.stdout.split("Test cases:")[-1]
 

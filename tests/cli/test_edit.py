@@ -215,6 +215,7 @@ def test_a_cancelled_edit_writes_nothing_and_exits_130(
     assert not out.exists()
 
 
+@pytest.mark.slow  # two real runs of `qedit edit` for a naming rule (keeps the default suite under 10 minutes)
 def test_without_o_the_output_goes_beside_the_input_and_never_overwrites(photo: Path, tmp_path: Path) -> None:
     src = tmp_path / "holiday.jpg"
     src.write_bytes(photo.read_bytes())

@@ -70,6 +70,7 @@ def test_edit_v1_resized_back_to_input_size(tiny_path: Path) -> None:
     assert max_diff(ours, resize(theirs, ours.size)) <= TOLERANCE
 
 
+@pytest.mark.slow  # the plus pipeline's parity stays in the default run; this adds zero_cond_t (suite < 10 min)
 def test_2511_detected_and_matches_diffusers(tiny_plus_path: Path, tmp_path: Path) -> None:
     """A plus snapshot whose transformer says zero_cond_t is 2511, and runs as diffusers runs it."""
     from diffusers import QwenImageEditPlusPipeline

@@ -72,6 +72,8 @@ def task_batch_key(task: TaskRecord) -> Hashable:
 
 
 Outcome = EditResult | Exception
+Served = Callable[[], dict[str, Any]]
+"""More columns a completion records in its update (the backends router's chain, backend, price)."""
 
 
 def _device_of(engine: EditEngine) -> str | None:
@@ -149,7 +151,6 @@ class Worker:
         self.name = name or worker_name("worker")
         self.on_webhook = on_webhook or self.webhooks.deliver  # embedded mode hands deliveries to a pool
         self._engine: EditEngine | None = None
-        self._served: dict[str, Callable[[], dict[str, Any]]] = {}  # task id -> ``run``'s ``served``
         self._engine_lock = threading.Lock()
         s = self.settings
         self.model = served_model(s.model)  # the tasks this worker claims: those stored with this model
@@ -204,22 +205,26 @@ class Worker:
         engine: EditEngine,
         *,
         webhook: bool = True,
-        served: Callable[[], dict[str, Any]] | None = None,
+        served: Served | None = None,
     ) -> None:
         """Run one claimed task to its end (completed, failed, cancelled, or lost to another worker).
 
         For the backends router: ``served`` gives more columns recorded in the completing update (the
         attempt chain, the serving backend and its price), so no reader sees the task completed
         without them; ``webhook=False`` leaves the webhook to the router, sent once its chain is written."""
-        if served is not None:
-            self._served[task.id] = served
-        try:
-            self.run_batch([task], engine, webhook=webhook)
-        finally:
-            self._served.pop(task.id, None)
+        self.run_batch([task], engine, webhook=webhook, served=served)
 
-    def run_batch(self, tasks: Sequence[TaskRecord], engine: EditEngine, *, webhook: bool = True) -> None:
-        """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end."""
+    def run_batch(
+        self,
+        tasks: Sequence[TaskRecord],
+        engine: EditEngine,
+        *,
+        webhook: bool = True,
+        served: Served | None = None,
+    ) -> None:
+        """Run claimed tasks in one engine call where they can share one (``edit_batch``), each to its own end.
+
+        ``served`` and ``webhook=False``: see ``run`` (the router hands over one task at a time)."""
         t0 = time.perf_counter()
         self.presence.set(WorkerState.BUSY, task_id=tasks[0].id)
         ended = 0
@@ -231,7 +236,7 @@ class Worker:
             results = self._edit(engine, leases)
             engine_seconds = time.perf_counter() - t0
             outcomes = [
-                self._settle_guarded(lease, result, engine_seconds, len(tasks))
+                self._settle_guarded(lease, result, engine_seconds, len(tasks), served)
                 for lease, result in zip(leases, results, strict=True)
             ]
         for task, outcome in zip(tasks, outcomes, strict=True):
@@ -314,16 +319,20 @@ class Worker:
 
     # -- the end of one task ---------------------------------------------------------------------------
 
-    def _settle_guarded(self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int) -> str:
+    def _settle_guarded(
+        self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int, served: Served | None = None
+    ) -> str:
         """``_settle``, where a store that cannot be written to affects this task only: unrecorded, its
         lease runs out and it is run again; the batch's other tasks are still recorded."""
         try:
-            return self._settle(lease, result, engine_seconds, batch)
+            return self._settle(lease, result, engine_seconds, batch, served)
         except Exception:
             log.exception("could not record the end of task %s; it runs again when its lease ends", lease.task.id)
             return "lost"
 
-    def _settle(self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int) -> str:
+    def _settle(
+        self, lease: _Lease, result: Outcome, engine_seconds: float, batch: int, served: Served | None = None
+    ) -> str:
         """Record one task's end (its files, then the conditional update); returns the outcome for the log.
 
         ``engine_seconds`` is the engine call's wall time, the task's ``inference`` timing; its
@@ -338,7 +347,6 @@ class Worker:
             timings = self._timings(task, result, engine_seconds)
             if self.metrics is not None:
                 self.metrics.observe_stats(result.stats)
-            served = self._served.get(task.id)
             progress = (lease.step, lease.total)
             if self.tasks.complete(
                 task.id, task.attempt, outputs, timings, compute, progress, served() if served else None

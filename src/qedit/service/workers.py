@@ -73,19 +73,8 @@ class ModelWorkers:
 
 
 def _info(row: WorkerRow) -> WorkerInfo:
-    return WorkerInfo(
-        id=row.id,
-        host=row.host,
-        pid=row.pid,
-        model=row.model,
-        device=row.device,
-        options=dict(row.options or {}),
-        state=WorkerState(row.state),
-        task_id=row.task_id,
-        tasks_done=row.tasks_done,
-        started_at=row.started_at,
-        last_heartbeat=row.last_heartbeat,
-    )
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(WorkerInfo)}
+    return WorkerInfo(**{**values, "options": dict(row.options or {}), "state": WorkerState(row.state)})
 
 
 class WorkerRegistry:

@@ -113,7 +113,7 @@ class LocalBackend(Backend):
         return min(self.config.max_concurrency, len(self.dispatcher.workers))
 
     def healthy(self) -> bool:
-        """Is the local backend up? (The one place to ask, e.g. a worker registry, once there is one.)"""
+        """Up while this process's worker threads have their engines loaded (what the registry says of them too)."""
         return self.dispatcher.ready
 
     def available(self) -> bool:
